@@ -1,0 +1,55 @@
+# Two commands for readers and CI (see README.md):
+#   make book   build the HTML book, every chapter executed
+#   make test   ruff, unit tests, nbval over every chapter, strict book build + page check
+# Both create or reuse the virtual environment .venv and install what they need.
+
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+JB     := $(VENV)/bin/jupyter-book
+
+export TF_ENABLE_ONEDNN_OPTS := 0
+export TF_CPP_MIN_LOG_LEVEL  := 2
+export MPLBACKEND            := Agg
+export PYTHONHASHSEED        := 0
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: install book test lint unit nbval book-strict check-pages check-render clean
+
+$(VENV)/.stamp-install: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[book,test]"
+	touch $@
+
+install: $(VENV)/.stamp-install
+
+book: install
+	$(JB) build . --keep-going
+	$(PY) tools/check_book.py
+
+test: install lint unit nbval book-strict check-pages
+
+lint: install
+	$(VENV)/bin/ruff check companion tests tools benchmarks book/_ext book/conftest.py
+
+unit: install
+	$(PY) -m pytest -q tests
+
+nbval: install
+	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=1800 book
+
+book-strict: install
+	$(JB) build . -W -n --keep-going
+
+check-pages: install
+	$(PY) tools/check_book.py
+
+# Optional: render chapters in headless Chromium with no network (needs Debian's chromium).
+check-render: install
+	$(PY) tools/check_render.py
+
+clean:
+	rm -rf _build

@@ -1,0 +1,59 @@
+"""Sphinx extension for the book: offline MathJax and .ipynb downloads.
+
+* MathJax 3 is served from the book's own ``_static/mathjax`` folder, copied from the
+  ``django-static-mathjax`` package, so maths typesets with no network and no CDN.
+* Every executed chapter is offered as an ``.ipynb`` in the page's download menu, so a
+  reader can open it in Jupyter.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import shutil
+from pathlib import Path
+
+from sphinx.application import Sphinx
+from sphinx.errors import ExtensionError
+
+MATHJAX_ENTRY = "mathjax/tex-chtml.js"
+
+
+def mathjax_source() -> Path:
+    """Folder of the MathJax 3 ES5 build shipped by django-static-mathjax."""
+    try:
+        root = Path(str(importlib.resources.files("mathjax"))) / "static" / "mathjax" / "es5"
+    except ModuleNotFoundError as err:  # pragma: no cover - depends on the environment
+        raise ExtensionError(
+            "offline maths needs the package django-static-mathjax: pip install -e '.[book]'"
+        ) from err
+    if not (root / "tex-chtml.js").is_file():
+        raise ExtensionError(f"MathJax not found at {root}; reinstall django-static-mathjax.")
+    return root
+
+
+def _config_inited(app: Sphinx, config) -> None:
+    mathjax_source()
+    config.mathjax_path = MATHJAX_ENTRY
+
+
+def _copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
+    if exception is None and app.builder.format == "html":
+        target = Path(app.outdir) / "_static" / "mathjax"
+        shutil.copytree(mathjax_source(), target, dirs_exist_ok=True)
+
+
+def _offer_ipynb(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    executed = Path(app.outdir).parent / "jupyter_execute" / f"{pagename}.ipynb"
+    if not executed.is_file():
+        return
+    target = Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(executed, target)
+    context["ipynb_source"] = f"{pagename}.ipynb"
+
+
+def setup(app: Sphinx) -> dict:
+    app.connect("config-inited", _config_inited, priority=900)
+    app.connect("html-page-context", _offer_ipynb, priority=400)
+    app.connect("build-finished", _copy_mathjax)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

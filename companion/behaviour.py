@@ -1,0 +1,92 @@
+"""Descriptive customer behaviour: activity per month, repeat purchase and cohort retention.
+
+All functions take the interactions table of
+:func:`companion.preprocessing.to_interactions` (``user_id``, ``item_id``,
+``timestamp``, ``invoice``, ``value``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from companion._checks import check_frame
+
+_SCHEMA = {"user_id": "integer", "item_id": "string", "timestamp": "datetime",
+           "invoice": "string", "value": "float"}
+
+
+def _check(interactions: object) -> pd.DataFrame:
+    return check_frame(interactions, _SCHEMA, name="interactions")
+
+
+def monthly_activity(interactions: pd.DataFrame) -> pd.DataFrame:
+    """Customers, new customers, invoices and revenue per calendar month.
+
+    Returns a frame indexed by month (a ``Period``) with columns ``customers``,
+    ``new_customers``, ``returning_customers``, ``invoices`` and ``revenue``.
+    """
+    frame = _check(interactions)
+    month = frame["timestamp"].dt.to_period("M")
+    first_month = frame.groupby("user_id")["timestamp"].transform("min").dt.to_period("M")
+    grouped = frame.assign(month=month, new=(month == first_month))
+    out = grouped.groupby("month").agg(
+        customers=("user_id", "nunique"),
+        invoices=("invoice", "nunique"),
+        revenue=("value", "sum"),
+    )
+    new = grouped[grouped["new"]].groupby("month")["user_id"].nunique()
+    out["new_customers"] = new.reindex(out.index, fill_value=0).astype(int)
+    out["returning_customers"] = out["customers"] - out["new_customers"]
+    return out[["customers", "new_customers", "returning_customers", "invoices", "revenue"]]
+
+
+def repeat_purchase_rate(interactions: pd.DataFrame) -> float:
+    """Share of customers who placed more than one invoice."""
+    frame = _check(interactions)
+    invoices = frame.groupby("user_id")["invoice"].nunique()
+    return float((invoices > 1).mean())
+
+
+def cohort_retention(interactions: pd.DataFrame) -> pd.DataFrame:
+    """Monthly cohort retention matrix.
+
+    A customer's cohort is the month of their first purchase. Entry ``(c, k)`` is the
+    share of cohort ``c`` who bought in month ``c + k``; column ``0`` is 1 by
+    definition. Cells beyond the end of the data are missing (NaN), not zero. The cohort
+    sizes are in ``result.attrs["cohort_size"]``.
+
+    .. math::  r_{c,k} = \\frac{|\\{u \\in C_c : u \\text{ buys in month } c+k\\}|}{|C_c|}
+    """
+    frame = _check(interactions)
+    month = frame["timestamp"].dt.to_period("M")
+    cohort = month.groupby(frame["user_id"]).transform("min")
+    age = (month - cohort).map(lambda offset: offset.n).astype(int)
+    active = pd.DataFrame({"cohort": cohort, "age": age, "user_id": frame["user_id"]})
+    counts = active.drop_duplicates().groupby(["cohort", "age"])["user_id"].count()
+    matrix = counts.unstack("age")
+    sizes = matrix[0]
+    matrix = matrix.div(sizes, axis=0)
+    last = month.max()
+    horizon = np.array([(last - c).n for c in matrix.index])
+    ages = matrix.columns.to_numpy()
+    matrix = matrix.where(ages[None, :] <= horizon[:, None])
+    matrix = matrix.where(matrix.notna() | (ages[None, :] > horizon[:, None]), 0.0)
+    matrix.index.name = "cohort"
+    matrix.columns.name = "months since first purchase"
+    matrix.attrs["cohort_size"] = sizes.astype(int)
+    return matrix
+
+
+def retention_curve(matrix: pd.DataFrame) -> pd.Series:
+    """Average retention by months since first purchase, weighted by cohort size.
+
+    Each age averages only the cohorts old enough to be observed at that age.
+    """
+    sizes = matrix.attrs.get("cohort_size")
+    if sizes is None:
+        raise ValueError("matrix has no attrs['cohort_size']; build it with cohort_retention.")
+    weights = matrix.notna().mul(sizes, axis=0)
+    curve = (matrix.fillna(0.0).mul(sizes, axis=0)).sum() / weights.sum()
+    curve.name = "retention"
+    return curve

@@ -1,0 +1,116 @@
+"""Figures shared by the chapters. Every function draws on an Axes and returns it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib import pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+#: The stages of the closed loop of chapter 2, in order.
+LOOP_STAGES = (
+    "Data\n(logs, orders)",
+    "Training\n(model fit)",
+    "Evaluation\n(offline metrics)",
+    "Deployment\n(serving)",
+    "User feedback\n(clicks, purchases,\nreturns, churn)",
+)
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax
+
+
+def plot_closed_loop(stages: tuple[str, ...] = LOOP_STAGES, ax: Axes | None = None) -> Axes:
+    """Draw the data → training → evaluation → deployment → feedback loop as a cycle."""
+    if len(stages) < 2:
+        raise ValueError(f"a loop needs at least 2 stages, got {len(stages)}.")
+    ax = _axes(ax, (6.5, 5.5))
+    n = len(stages)
+    angles = np.pi / 2 - 2 * np.pi * np.arange(n) / n
+    xy = np.c_[np.cos(angles), np.sin(angles)] * 1.0
+    colours = plt.cm.tab10(np.arange(n))
+    for (x, y), label, colour in zip(xy, stages, colours, strict=True):
+        ax.add_patch(FancyBboxPatch((x - 0.36, y - 0.17), 0.72, 0.34,
+                                    boxstyle="round,pad=0.03", fc=colour, alpha=0.25,
+                                    ec=colour, lw=1.5))
+        ax.text(x, y, label, ha="center", va="center", fontsize=9)
+    for i in range(n):
+        a, b = angles[i], angles[(i + 1) % n]
+        if b > a:
+            b -= 2 * np.pi
+        start = np.array([np.cos(a - 0.32), np.sin(a - 0.32)])
+        end = np.array([np.cos(b + 0.32), np.sin(b + 0.32)])
+        ax.add_patch(FancyArrowPatch(start, end, connectionstyle="arc3,rad=-0.25",
+                                     arrowstyle="-|>", mutation_scale=16, lw=1.4, color="0.3"))
+    ax.text(0, 0, "retention\n(the goal)", ha="center", va="center", fontsize=11,
+            fontweight="bold")
+    ax.set_xlim(-1.5, 1.5)
+    ax.set_ylim(-1.4, 1.4)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    return ax
+
+
+def plot_monthly_activity(monthly: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """Stacked bars of new and returning customers per month (from ``monthly_activity``)."""
+    missing = {"new_customers", "returning_customers"} - set(monthly.columns)
+    if missing:
+        raise ValueError(f"monthly is missing column(s) {sorted(missing)}.")
+    ax = _axes(ax, (9, 3.8))
+    labels = [str(p) for p in monthly.index]
+    x = np.arange(len(labels))
+    ax.bar(x, monthly["returning_customers"], label="returning customers", color="tab:blue")
+    ax.bar(x, monthly["new_customers"], bottom=monthly["returning_customers"],
+           label="new customers", color="tab:orange")
+    ax.set_xticks(x, labels, rotation=90, fontsize=8)
+    ax.set_ylabel("customers who bought")
+    ax.legend(frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return ax
+
+
+def plot_cohort_heatmap(matrix: pd.DataFrame, ax: Axes | None = None,
+                        annotate: bool = True) -> Axes:
+    """Heatmap of a cohort retention matrix (from ``cohort_retention``), age 0 left out."""
+    ax = _axes(ax, (10, 7))
+    shown = matrix.drop(columns=0, errors="ignore")
+    values = shown.to_numpy(dtype=float)
+    image = ax.imshow(values, cmap="viridis", aspect="auto",
+                      vmin=0, vmax=np.nanmax(values) if np.isfinite(values).any() else 1)
+    ax.set_xticks(np.arange(shown.shape[1]), shown.columns, fontsize=8)
+    ax.set_yticks(np.arange(shown.shape[0]), [str(c) for c in shown.index], fontsize=8)
+    ax.set_xlabel("months since first purchase")
+    ax.set_ylabel("cohort (month of first purchase)")
+    if annotate:
+        for (i, j), v in np.ndenumerate(values):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.0%}", ha="center", va="center", fontsize=6,
+                        color="white" if v < 0.6 * np.nanmax(values) else "black")
+    ax.figure.colorbar(image, ax=ax, label="share of cohort who bought")
+    return ax
+
+
+def plot_retention_curves(matrix: pd.DataFrame, cohorts: list | None = None,
+                          average: pd.Series | None = None, ax: Axes | None = None) -> Axes:
+    """Retention against months since first purchase, one line per chosen cohort."""
+    ax = _axes(ax, (8, 4))
+    chosen = list(matrix.index) if cohorts is None else cohorts
+    unknown = [c for c in chosen if c not in matrix.index]
+    if unknown:
+        raise ValueError(f"cohorts {unknown} are not in the matrix.")
+    for cohort in chosen:
+        row = matrix.loc[cohort].dropna()
+        ax.plot(row.index, row.to_numpy(), marker=".", lw=1, alpha=0.8, label=str(cohort))
+    if average is not None:
+        ax.plot(average.index, average.to_numpy(), color="black", lw=2.5,
+                label="all cohorts (weighted)")
+    ax.set_xlabel("months since first purchase")
+    ax.set_ylabel("share of cohort who bought")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, ncols=2, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return ax

@@ -1,0 +1,124 @@
+"""Tests of companion.behaviour on hand-computed cases, and of companion.plotting."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402
+
+from companion import behaviour, plotting  # noqa: E402
+
+
+@pytest.fixture
+def tiny():
+    """Three customers over three months.
+
+    user 1: Jan, Feb, Mar    user 2: Jan, Mar    user 3: Feb
+    """
+    rows = [
+        (1, "a", "2011-01-05", "i1", 10.0), (1, "b", "2011-02-05", "i2", 5.0),
+        (1, "a", "2011-03-05", "i3", 1.0), (2, "a", "2011-01-20", "i4", 2.0),
+        (2, "c", "2011-03-20", "i5", 2.0), (2, "d", "2011-03-20", "i5", 3.0),
+        (3, "b", "2011-02-10", "i6", 4.0),
+    ]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "invoice", "value"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    return frame
+
+
+def test_monthly_activity(tiny):
+    monthly = behaviour.monthly_activity(tiny)
+    assert monthly["customers"].tolist() == [2, 2, 2]
+    assert monthly["new_customers"].tolist() == [2, 1, 0]
+    assert monthly["returning_customers"].tolist() == [0, 1, 2]
+    assert monthly["invoices"].tolist() == [2, 2, 2]
+    assert monthly["revenue"].tolist() == [12.0, 9.0, 6.0]
+
+
+def test_repeat_purchase_rate(tiny):
+    assert behaviour.repeat_purchase_rate(tiny) == pytest.approx(2 / 3)
+
+
+def test_cohort_retention_by_hand(tiny):
+    matrix = behaviour.cohort_retention(tiny)
+    assert [str(c) for c in matrix.index] == ["2011-01", "2011-02"]
+    jan, feb = matrix.iloc[0], matrix.iloc[1]
+    assert jan.tolist() == [1.0, 0.5, 1.0]          # both in Jan; 1 in Feb; both in Mar
+    assert feb[0] == 1.0 and feb[1] == 0.0        # user 3 never returns: zero, observed
+    assert np.isnan(feb[2])                       # March + 1 is beyond the data
+    assert matrix.attrs["cohort_size"].tolist() == [2, 1]
+
+
+def test_retention_curve_weights_by_observed_cohorts(tiny):
+    curve = behaviour.retention_curve(behaviour.cohort_retention(tiny))
+    assert curve[0] == 1.0
+    assert curve[1] == pytest.approx((0.5 * 2 + 0.0 * 1) / 3)
+    assert curve[2] == pytest.approx(1.0)  # only the January cohort is observed at age 2
+
+
+def test_retention_curve_needs_cohort_sizes(tiny):
+    matrix = behaviour.cohort_retention(tiny)
+    matrix.attrs = {}
+    with pytest.raises(ValueError, match="cohort_size"):
+        behaviour.retention_curve(matrix)
+
+
+def test_behaviour_names_a_missing_column(tiny):
+    with pytest.raises(ValueError, match="'invoice'"):
+        behaviour.monthly_activity(tiny.drop(columns="invoice"))
+
+
+def test_cohort_retention_on_the_synthetic_shop(interactions):
+    matrix = behaviour.cohort_retention(interactions)
+    assert (matrix[0] == 1).all()
+    values = matrix.to_numpy()
+    assert np.nanmin(values) >= 0 and np.nanmax(values) <= 1
+    # the lower-right triangle (not yet observable) is missing, the rest is present
+    assert np.isnan(values[-1, 1:]).all()
+    assert not np.isnan(values[0]).any()
+
+
+# --------------------------------------------------------------------------- plotting
+
+
+def test_plot_closed_loop_draws_every_stage():
+    ax = plotting.plot_closed_loop()
+    texts = [t.get_text() for t in ax.texts]
+    assert all(stage in texts for stage in plotting.LOOP_STAGES)
+    arrows = [p for p in ax.patches if type(p).__name__ == "FancyArrowPatch"]
+    assert len(arrows) == len(plotting.LOOP_STAGES)
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="at least 2"):
+        plotting.plot_closed_loop(("only",))
+
+
+def test_plot_cohort_heatmap_shape(tiny):
+    matrix = behaviour.cohort_retention(tiny)
+    ax = plotting.plot_cohort_heatmap(matrix)
+    image = ax.images[0].get_array()
+    assert image.shape == (2, 2)  # age 0 is left out
+    plt.close(ax.figure)
+
+
+def test_plot_retention_curves(tiny):
+    matrix = behaviour.cohort_retention(tiny)
+    curve = behaviour.retention_curve(matrix)
+    ax = plotting.plot_retention_curves(matrix, average=curve)
+    assert len(ax.lines) == 3
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="not in the matrix"):
+        plotting.plot_retention_curves(matrix, cohorts=["1999-01"])
+
+
+def test_plot_monthly_activity(tiny):
+    monthly = behaviour.monthly_activity(tiny)
+    ax = plotting.plot_monthly_activity(monthly)
+    assert len(ax.patches) == 2 * len(monthly)
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="new_customers"):
+        plotting.plot_monthly_activity(monthly.drop(columns="new_customers"))

@@ -1,0 +1,277 @@
+"""Tests of companion.preprocessing: schema checks, cleaning, encoders and splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from companion import data, preprocessing
+from companion.preprocessing import IdEncoder
+
+
+def _lines(rows):
+    """Invoice lines in the Online Retail schema from (invoice, code, qty, date, price, cust)."""
+    frame = pd.DataFrame(rows, columns=["InvoiceNo", "StockCode", "Quantity", "InvoiceDate",
+                                        "UnitPrice", "CustomerID"])
+    frame.insert(2, "Description", "THING")
+    frame["Country"] = "United Kingdom"
+    frame["InvoiceDate"] = pd.to_datetime(frame["InvoiceDate"])
+    return frame
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def test_standardise_columns_accepts_both_schemas(shop):
+    frame, _ = shop
+    one = preprocessing.standardise_columns(frame)
+    two = preprocessing.standardise_columns(frame.rename(columns=data.I_TO_II))
+    pd.testing.assert_frame_equal(one, two)
+    assert list(one.columns) == list(preprocessing.CANONICAL.values())
+
+
+def test_missing_column_is_named_with_a_hint(shop):
+    frame, _ = shop
+    with pytest.raises(ValueError, match=r"'Quantity' \(did you mean 'quantity'\?\)"):
+        preprocessing.standardise_columns(frame.rename(columns={"Quantity": "quantity"}))
+
+
+def test_wrong_dtype_is_named(shop):
+    frame, _ = shop
+    bad = frame.head(5).assign(Quantity=["1", "2", "three", "4", "5"])
+    with pytest.raises(ValueError, match=r"column 'Quantity' must be numeric.*'three'"):
+        preprocessing.standardise_columns(bad)
+
+
+def test_fractional_quantity_is_rejected(shop):
+    frame, _ = shop
+    with pytest.raises(ValueError, match="'Quantity' must hold whole numbers"):
+        preprocessing.standardise_columns(frame.head(3).assign(Quantity=[1.5, 2.0, 3.0]))
+
+
+def test_unparseable_dates_are_named(shop):
+    frame, _ = shop
+    bad = frame.head(3).assign(InvoiceDate=["2010-12-01 08:26", "yesterday", "2010-12-02"])
+    with pytest.raises(ValueError, match=r"'InvoiceDate' has 1 value\(s\).*'yesterday'"):
+        preprocessing.standardise_columns(bad)
+
+
+def test_date_strings_are_parsed(shop):
+    frame, _ = shop
+    text = frame.head(3).assign(InvoiceDate=frame["InvoiceDate"].head(3).astype(str))
+    out = preprocessing.standardise_columns(text)
+    assert pd.api.types.is_datetime64_any_dtype(out["invoice_date"])
+
+
+def test_numeric_text_column_is_rejected(shop):
+    frame, _ = shop
+    with pytest.raises(ValueError, match="'StockCode' must hold text"):
+        preprocessing.standardise_columns(frame.head(3).assign(StockCode=[1, 2, 3]))
+
+
+def test_empty_and_non_frames_are_rejected(shop):
+    frame, _ = shop
+    with pytest.raises(ValueError, match="transactions is empty"):
+        preprocessing.standardise_columns(frame.iloc[:0])
+    with pytest.raises(TypeError, match="must be a pandas DataFrame"):
+        preprocessing.standardise_columns([1, 2, 3])
+
+
+def test_missing_values_in_required_column_are_rejected(shop):
+    frame, _ = shop
+    bad = frame.head(4).copy()
+    bad["InvoiceNo"] = bad["InvoiceNo"].astype(object)
+    bad.iloc[2, 0] = None
+    with pytest.raises(ValueError, match="'InvoiceNo' has 1 missing value"):
+        preprocessing.standardise_columns(bad)
+
+
+# --------------------------------------------------------------------------- cleaning
+
+
+def test_each_rule_removes_exactly_its_rows():
+    raw = _lines([
+        ("536365", "85123A", 6, "2010-12-01 08:26", 2.55, 17850.0),   # kept
+        ("536365", "85123A", 6, "2010-12-01 08:26", 2.55, 17850.0),   # duplicate
+        ("536366", " 71053 ", 6, "2010-12-01 08:28", 3.39, 17850.0),  # spaces, kept
+        ("536367", "71053", 2, "2010-12-01 09:00", 3.39, None),       # missing customer
+        ("C536368", "71053", -2, "2010-12-02 09:00", 3.39, 17850.0),  # cancellation
+        ("C536369", "POST", -1, "2010-12-02 09:00", 18.0, 17850.0),   # cancelled postage
+        ("536370", "22222", 0, "2010-12-03 09:00", 1.0, 13047.0),     # zero quantity
+        ("A536371", "B", 1, "2010-12-03 09:00", -11062.06, 13047.0),  # bad debt
+        ("536372", "POST", 1, "2010-12-03 09:00", 18.0, 13047.0),     # postage
+        ("536373", "gift_0001_20", 1, "2010-12-03 09:00", 17.0, 13047.0),  # voucher
+    ])
+    result = preprocessing.clean_transactions(raw)
+    report = result.report.set_index("rule")
+    assert report.loc["input", "rows_remaining"] == 10
+    assert report.loc["strip_whitespace", "rows_modified"] == 1
+    assert report.loc["missing_customer", "rows_removed"] == 1
+    assert report.loc["cancellations", "rows_removed"] == 2
+    assert report.loc["non_positive", "rows_removed"] == 2
+    assert report.loc["non_product", "rows_removed"] == 2
+    assert report.loc["duplicates", "rows_removed"] == 1
+    assert report["rows_remaining"].iloc[-1] == len(result.transactions) == 2
+    assert result.transactions["stock_code"].tolist() == ["85123A", "71053"]
+    assert result.transactions["customer_id"].dtype == np.int64
+    # the postage cancellation is not a product return
+    assert result.returns["invoice"].tolist() == ["C536368"]
+
+
+def test_clean_synthetic_shop_satisfies_every_rule(clean_shop):
+    clean = clean_shop.transactions
+    assert not clean["customer_id"].isna().any()
+    assert not clean["invoice"].str.startswith("C").any()
+    assert (clean["quantity"] > 0).all() and (clean["price"] > 0).all()
+    assert preprocessing.is_product_code(clean["stock_code"]).all()
+    assert not clean.duplicated().any()
+    assert (clean["description"].str.strip() == clean["description"]).all()
+    assert clean_shop.returns["invoice"].str.startswith("C").all()
+    assert (clean_shop.returns["quantity"] < 0).all()
+
+
+def test_is_product_code():
+    codes = pd.Series(["85123A", "POST", "dot", "gift_0001_10", "DCGS0003", "BANK CHARGES",
+                       "84970l", "M", "C2"])
+    assert preprocessing.is_product_code(codes).tolist() == [
+        True, False, False, False, True, False, True, False, False
+    ]
+
+
+# --------------------------------------------------------------------------- interactions
+
+
+def test_to_interactions_aggregates_lines_of_an_invoice():
+    raw = _lines([
+        ("536365", "85123A", 6, "2010-12-01 08:26", 2.5, 17850.0),
+        ("536365", "85123A", 4, "2010-12-01 08:26", 2.0, 17850.0),
+        ("536366", "71053", 1, "2010-12-02 10:00", 3.0, 13047.0),
+    ])
+    clean = preprocessing.clean_transactions(raw).transactions
+    out = preprocessing.to_interactions(clean)
+    assert list(out.columns) == ["user_id", "item_id", "timestamp", "invoice", "quantity",
+                                 "value"]
+    first = out.iloc[0]
+    assert (first["user_id"], first["item_id"], first["quantity"]) == (17850, "85123A", 10)
+    assert first["value"] == pytest.approx(6 * 2.5 + 4 * 2.0)
+    assert len(out) == 2
+
+
+def test_to_interactions_names_a_missing_column(clean_shop):
+    with pytest.raises(ValueError, match="'price'"):
+        preprocessing.to_interactions(clean_shop.transactions.drop(columns="price"))
+
+
+# --------------------------------------------------------------------------- encoder
+
+
+def test_id_encoder_is_contiguous_and_invertible():
+    ids = ["b", "a", "c", "a", "b"]
+    enc = IdEncoder().fit(ids)
+    codes = enc.transform(ids)
+    assert codes.tolist() == [1, 0, 2, 0, 1]
+    assert len(enc) == 3
+    assert enc.inverse_transform(codes).tolist() == ids
+    assert IdEncoder().fit_transform([30, 10, 20]).tolist() == [2, 0, 1]
+
+
+def test_id_encoder_unknown_ids():
+    enc = IdEncoder().fit([1, 2, 3])
+    with pytest.raises(ValueError, match=r"not seen during fit, e\.g\. \[7\]"):
+        enc.transform([1, 7])
+    lenient = IdEncoder(handle_unknown="use_unknown").fit([1, 2, 3])
+    assert lenient.transform([3, 7, 1]).tolist() == [2, IdEncoder.UNKNOWN, 0]
+
+
+def test_id_encoder_bad_input():
+    with pytest.raises(ValueError, match="handle_unknown"):
+        IdEncoder(handle_unknown="ignore")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        IdEncoder().transform([1])
+    with pytest.raises(ValueError, match="missing value"):
+        IdEncoder().fit([1.0, np.nan])
+    with pytest.raises(ValueError, match="no ids"):
+        IdEncoder().fit([])
+    enc = IdEncoder().fit(["x", "y"])
+    with pytest.raises(ValueError, match=r"outside 0\.\.1"):
+        enc.inverse_transform([0, 2])
+    with pytest.raises(ValueError, match="integers"):
+        enc.inverse_transform(np.array([0.5]))
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def test_split_by_time_partitions_without_leakage(interactions):
+    split = preprocessing.split_by_time(interactions, "2011-09-01", validation_days=30)
+    assert len(split.train) + len(split.validation) + len(split.test) == len(interactions)
+    assert split.train["timestamp"].max() < pd.Timestamp("2011-08-02")
+    assert split.validation["timestamp"].min() >= pd.Timestamp("2011-08-02")
+    assert split.test["timestamp"].min() >= pd.Timestamp("2011-09-01")
+    preprocessing.check_no_future_leakage(split)
+    sizes = split.sizes()
+    assert sizes.loc["train", "rows"] == len(split.train)
+
+
+def test_split_by_time_test_window(interactions):
+    split = preprocessing.split_by_time(interactions, "2011-06-01", test_days=30)
+    assert split.test["timestamp"].max() < pd.Timestamp("2011-07-01")
+    assert len(split.train) + len(split.test) < len(interactions)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"test_start": "2030-01-01"}, "outside the data"),
+        ({"test_start": "1999-01-01"}, "outside the data"),
+        ({"test_start": "garbage"}, "not a valid date"),
+        ({"test_start": "2011-06-01", "validation_days": 4000}, "no training data"),
+        ({"test_start": "2011-06-01", "validation_days": 0}, "validation_days"),
+        ({"test_start": "2011-06-01", "test_days": -3}, "test_days"),
+    ],
+)
+def test_split_by_time_rejects_bad_cutoffs(interactions, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        preprocessing.split_by_time(interactions, **kwargs)
+
+
+def test_leave_last_basket_out_is_leak_free_per_user(interactions):
+    split = preprocessing.leave_last_basket_out(interactions, validation=True)
+    preprocessing.check_no_future_leakage(split, per_user=True)
+    assert split.test.groupby("user_id")["timestamp"].nunique().eq(1).all()
+    assert split.validation.groupby("user_id")["timestamp"].nunique().eq(1).all()
+    last = interactions.groupby("user_id")["timestamp"].max()
+    held = split.test.groupby("user_id")["timestamp"].first()
+    assert (held == last.reindex(held.index)).all()
+    baskets = interactions.groupby("user_id")["timestamp"].nunique()
+    too_few = baskets[baskets < 3].index
+    assert not split.test["user_id"].isin(too_few).any()
+    assert len(split.train) + len(split.validation) + len(split.test) == len(interactions)
+
+
+def test_leakage_check_catches_leaks(interactions):
+    split = preprocessing.split_by_time(interactions, "2011-09-01")
+    leaky = preprocessing.Split(pd.concat([split.train, split.test.head(5)]),
+                                split.validation, split.test, "leaky")
+    with pytest.raises(ValueError, match="leakage"):
+        preprocessing.check_no_future_leakage(leaky)
+    with pytest.raises(ValueError, match="leakage: .* user"):
+        preprocessing.check_no_future_leakage(leaky, per_user=True)
+
+
+def test_random_split_would_leak(interactions):
+    """The reason the book never splits at random: the check flags it."""
+    shuffled = interactions.sample(frac=1.0, random_state=0)
+    cut = int(0.8 * len(shuffled))
+    random_split = preprocessing.Split(shuffled.iloc[:cut], shuffled.iloc[:0],
+                                       shuffled.iloc[cut:], "random")
+    with pytest.raises(ValueError, match="leakage"):
+        preprocessing.check_no_future_leakage(random_split)
+
+
+def test_splitters_reject_bad_frames(interactions):
+    with pytest.raises(ValueError, match="'timestamp'"):
+        preprocessing.leave_last_basket_out(interactions.drop(columns="timestamp"))
+    with pytest.raises(ValueError, match="interactions is empty"):
+        preprocessing.split_by_time(interactions.iloc[:0], "2011-01-01")

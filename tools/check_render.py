@@ -1,0 +1,101 @@
+"""Render every chapter in headless Chromium with no network, and check what a reader sees.
+
+The built book (``_build/html``) is served on 127.0.0.1; Chromium resolves every other
+host to nothing, so a page that needs a CDN fails here. For each page of ``_toc.yml`` the
+script dumps the DOM after scripts ran and checks that maths was typeset by MathJax
+(``mjx-container`` elements, and no raw ``\\(`` left), that executed outputs and figures are
+present, and saves a screenshot under ``_build/render/``.
+
+Usage: python tools/check_render.py [--chromium /usr/bin/chromium]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools.check_book import toc_files  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+OUT = ROOT / "_build" / "render"
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def chromium_args(binary: str, profile: str) -> list[str]:
+    return [
+        binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={profile}",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        "--virtual-time-budget=15000", "--window-size=1280,2400",
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    args = parser.parse_args()
+    if not Path(args.chromium).exists():
+        print(f"chromium not found at {args.chromium}; install Debian's chromium package")
+        return 2
+    handler = functools.partial(_Quiet, directory=str(HTML))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    OUT.mkdir(parents=True, exist_ok=True)
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    failures = []
+    try:
+        for entry in toc_files(toc):
+            name = Path(entry).with_suffix("")
+            url = f"{base}/{name}.html"
+            source = (HTML / f"{name}.html").read_text(encoding="utf-8")
+            with tempfile.TemporaryDirectory() as profile:
+                dom = subprocess.run(
+                    [*chromium_args(args.chromium, profile), "--dump-dom", url],
+                    capture_output=True, text=True, timeout=120,
+                ).stdout
+            with tempfile.TemporaryDirectory() as profile:
+                shot = OUT / f"{name.name}.png"
+                subprocess.run(
+                    [*chromium_args(args.chromium, profile), f"--screenshot={shot}", url],
+                    capture_output=True, timeout=120,
+                )
+            has_math = 'class="math' in source
+            typeset = dom.count("<mjx-container")
+            raw_left = len(re.findall(r"\\\(|\\\[", re.sub(r"<script.*?</script>", "", dom,
+                                                           flags=re.S)))
+            outputs = dom.count("cell_output")
+            figures = len(re.findall(r"<img[^>]+src=\"[^\"]*_images/", dom))
+            ok = bool(dom) and (not has_math or (typeset > 0 and raw_left == 0))
+            print(f"{'ok  ' if ok else 'FAIL'} {name}: maths typeset={typeset} "
+                  f"raw={raw_left} outputs={outputs} figures={figures} screenshot={shot.name}")
+            if not ok:
+                failures.append(str(name))
+    finally:
+        httpd.shutdown()
+    if failures:
+        print("render check FAILED for: " + ", ".join(failures))
+        return 1
+    print("render check passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
