@@ -7,7 +7,6 @@ All functions take the interactions table of
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from companion._checks import check_frame
@@ -59,19 +58,24 @@ def cohort_retention(interactions: pd.DataFrame) -> pd.DataFrame:
     .. math::  r_{c,k} = \\frac{|\\{u \\in C_c : u \\text{ buys in month } c+k\\}|}{|C_c|}
     """
     frame = _check(interactions)
-    month = frame["timestamp"].dt.to_period("M")
-    cohort = month.groupby(frame["user_id"]).transform("min")
-    age = (month - cohort).map(lambda offset: offset.n).astype(int)
-    active = pd.DataFrame({"cohort": cohort, "age": age, "user_id": frame["user_id"]})
+    ts = frame["timestamp"]
+    month = (ts.dt.year * 12 + ts.dt.month - 1).to_numpy()  # months since year 0
+    cohort = pd.Series(month).groupby(frame["user_id"].to_numpy()).transform("min").to_numpy()
+    active = pd.DataFrame({"cohort": cohort, "age": month - cohort,
+                           "user_id": frame["user_id"].to_numpy()})
     counts = active.drop_duplicates().groupby(["cohort", "age"])["user_id"].count()
     matrix = counts.unstack("age")
     sizes = matrix[0]
     matrix = matrix.div(sizes, axis=0)
-    last = month.max()
-    horizon = np.array([(last - c).n for c in matrix.index])
+    horizon = month.max() - matrix.index.to_numpy()
     ages = matrix.columns.to_numpy()
-    matrix = matrix.where(ages[None, :] <= horizon[:, None])
-    matrix = matrix.where(matrix.notna() | (ages[None, :] > horizon[:, None]), 0.0)
+    beyond = ages[None, :] > horizon[:, None]
+    matrix = matrix.where(~beyond).where(matrix.notna() | beyond, 0.0)
+    periods = pd.PeriodIndex(
+        [pd.Period(year=int(c) // 12, month=int(c) % 12 + 1, freq="M") for c in matrix.index]
+    )
+    matrix.index = periods
+    sizes.index = periods
     matrix.index.name = "cohort"
     matrix.columns.name = "months since first purchase"
     matrix.attrs["cohort_size"] = sizes.astype(int)
