@@ -35,7 +35,7 @@ lint: install
 	$(VENV)/bin/ruff check companion tests tools benchmarks book/_ext book/conftest.py
 
 unit: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -p no:cacheprovider tests
 
 nbval: install
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \

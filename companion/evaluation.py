@@ -1,0 +1,113 @@
+"""Evaluation protocols: bootstrap confidence intervals, paired comparisons and tables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from companion._checks import check_positive_int
+
+
+def bootstrap_ci(
+    metric: Callable[..., float],
+    *arrays: object,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Percentile bootstrap confidence interval of ``metric(*arrays)``.
+
+    Rows are resampled with replacement (the same rows for every array); resamples on
+    which the metric is undefined (for example a single class) are skipped.
+
+    Returns
+    -------
+    (estimate, low, high)
+        The metric on the full data and the ``level`` interval.
+    """
+    check_positive_int(n_boot, name="n_boot", minimum=10)
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}.")
+    arrays = [np.asarray(a) for a in arrays]
+    if not arrays:
+        raise ValueError("bootstrap_ci needs at least one array.")
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError(f"arrays must have equal lengths, got {[len(a) for a in arrays]}.")
+    estimate = float(metric(*arrays))
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        try:
+            values.append(metric(*(a[idx] for a in arrays)))
+        except ValueError:
+            continue
+    if len(values) < n_boot // 2:
+        raise ValueError("the metric was undefined on most bootstrap resamples.")
+    alpha = (1 - level) / 2
+    low, high = np.quantile(values, [alpha, 1 - alpha])
+    return estimate, float(low), float(high)
+
+
+def paired_bootstrap(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    y_true: object,
+    score_a: object,
+    score_b: object,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Interval of ``metric(y, a) - metric(y, b)`` over the same bootstrap resamples.
+
+    Pairing removes the variance the two models share, so a difference can be
+    significant even when the two separate intervals overlap.
+    """
+    return bootstrap_ci(
+        lambda t, a, b: metric(t, a) - metric(t, b),
+        y_true, score_a, score_b, n_boot=n_boot, level=level, seed=seed,
+    )
+
+
+def comparison_table(
+    y_true: object,
+    scores: Mapping[str, object],
+    metrics: Mapping[str, Callable[[np.ndarray, np.ndarray], float]],
+    *,
+    n_boot: int = 500,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per model, with each metric as "estimate [low, high]" columns.
+
+    Returns a frame with, for each metric, columns ``metric``, ``metric low`` and
+    ``metric high``.
+    """
+    rows = {}
+    for model, score in scores.items():
+        row = {}
+        for name, fn in metrics.items():
+            est, low, high = bootstrap_ci(fn, y_true, score, n_boot=n_boot, seed=seed)
+            row.update({name: est, f"{name} low": low, f"{name} high": high})
+        rows[model] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def format_ci(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Collapse ``m``, ``m low``, ``m high`` columns into one "m [low, high]" text column."""
+    out = {}
+    for col in table.columns:
+        if col.endswith((" low", " high")):
+            continue
+        if f"{col} low" in table.columns:
+            out[col] = [
+                f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+                for v, lo, hi in zip(table[col], table[f"{col} low"], table[f"{col} high"],
+                                     strict=True)
+            ]
+        else:
+            out[col] = table[col]
+    return pd.DataFrame(out, index=table.index)

@@ -1,0 +1,108 @@
+"""companion.metrics and companion.evaluation against scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from companion import evaluation, metrics
+
+rng = np.random.default_rng(1)
+Y = rng.integers(0, 2, 300)
+S = np.round(Y * 0.8 + rng.normal(size=300), 1)  # rounding creates ties
+P = 1 / (1 + np.exp(-S))
+PRED = (S > 0.3).astype(int)
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "second"),
+    [
+        (metrics.accuracy, skm.accuracy_score, PRED),
+        (metrics.precision, skm.precision_score, PRED),
+        (metrics.recall, skm.recall_score, PRED),
+        (metrics.f1, skm.f1_score, PRED),
+        (metrics.roc_auc, skm.roc_auc_score, S),
+        (metrics.average_precision, skm.average_precision_score, S),
+        (metrics.log_loss, skm.log_loss, P),
+        (metrics.brier_score, skm.brier_score_loss, P),
+    ],
+)
+def test_metrics_match_sklearn(ours, theirs, second):
+    assert ours(Y, second) == pytest.approx(theirs(Y, second), rel=1e-10)
+
+
+def test_roc_curve_matches_sklearn():
+    fpr, tpr, thr = metrics.roc_curve(Y, S)
+    sk_fpr, sk_tpr, sk_thr = skm.roc_curve(Y, S, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sk_fpr)
+    np.testing.assert_allclose(tpr, sk_tpr)
+    np.testing.assert_allclose(thr[1:], sk_thr[1:])
+    assert np.trapezoid(tpr, fpr) == pytest.approx(metrics.roc_auc(Y, S))
+
+
+def test_regression_metrics_match_sklearn():
+    t, p = rng.normal(size=40), rng.normal(size=40)
+    assert metrics.rmse(t, p) == pytest.approx(np.sqrt(skm.mean_squared_error(t, p)))
+    assert metrics.r2(t, p) == pytest.approx(skm.r2_score(t, p))
+
+
+def test_confusion_counts_and_zero_division():
+    assert metrics.confusion_counts([1, 0, 1, 0], [1, 1, 0, 0]) == {
+        "tp": 1, "fp": 1, "tn": 1, "fn": 1}
+    assert metrics.precision([1, 1], [0, 0]) == 0.0
+    assert metrics.accuracy([True, False], [1, 0]) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("fn", "y", "s", "match"),
+    [
+        (metrics.roc_auc, [0, 1], [0.5], "has 2 values"),
+        (metrics.roc_auc, [0, 2], [0.1, 0.2], "0/1 labels"),
+        (metrics.roc_auc, [1, 1], [0.1, 0.2], "both positive and negative"),
+        (metrics.average_precision, [0, 0], [0.1, 0.2], "at least one positive"),
+        (metrics.f1, [0, 1], [0.2, 0.7], "threshold"),
+        (metrics.log_loss, [0, 1], [0.2, np.nan], "NaN"),
+        (metrics.brier_score, [0, 1], [0.2, 1.5], "probabilities"),
+        (metrics.accuracy, [[0, 1]], [[0, 1]], "1-D"),
+        (metrics.r2, [1.0, 1.0], [1.0, 2.0], "constant"),
+    ],
+)
+def test_metrics_reject_bad_input(fn, y, s, match):
+    with pytest.raises(ValueError, match=match):
+        fn(np.asarray(y), np.asarray(s))
+
+
+def test_classification_report_keys():
+    report = metrics.classification_report(Y, P)
+    assert set(report) == {"accuracy", "precision", "recall", "F1", "ROC-AUC", "PR-AUC"}
+
+
+def test_bootstrap_ci_covers_the_estimate_and_shrinks_with_n():
+    est, low, high = evaluation.bootstrap_ci(metrics.roc_auc, Y, S, n_boot=300)
+    assert low < est < high
+    big_y, big_s = np.tile(Y, 10), np.tile(S, 10)
+    _, low2, high2 = evaluation.bootstrap_ci(metrics.roc_auc, big_y, big_s, n_boot=300)
+    assert high2 - low2 < (high - low) / 2
+
+
+def test_paired_bootstrap_detects_a_better_model():
+    diff, low, high = evaluation.paired_bootstrap(metrics.roc_auc, Y, S, -S + 0 * S, n_boot=200)
+    assert diff > 0 and low > 0
+
+
+def test_comparison_table_and_format():
+    table = evaluation.comparison_table(Y, {"a": S, "b": P}, {"AUC": metrics.roc_auc},
+                                        n_boot=50)
+    assert list(table.columns) == ["AUC", "AUC low", "AUC high"]
+    text = evaluation.format_ci(table)
+    assert text.loc["a", "AUC"].startswith(f"{metrics.roc_auc(Y, S):.3f} [")
+
+
+def test_bootstrap_rejects_bad_input():
+    with pytest.raises(ValueError, match="equal lengths"):
+        evaluation.bootstrap_ci(metrics.roc_auc, Y, S[:10])
+    with pytest.raises(ValueError, match="level"):
+        evaluation.bootstrap_ci(metrics.roc_auc, Y, S, level=1.5)
+    with pytest.raises(ValueError, match="n_boot"):
+        evaluation.bootstrap_ci(metrics.roc_auc, Y, S, n_boot=1)

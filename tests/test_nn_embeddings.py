@@ -1,0 +1,93 @@
+"""companion.nn (initialisation) and companion.embeddings (skip-gram)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from companion import nn  # noqa: E402
+from companion.embeddings import SkipGram  # noqa: E402
+
+
+@pytest.mark.parametrize("scheme", list(nn.SCHEMES))
+def test_initialisers_have_their_designed_variance(scheme):
+    w = nn.initialise(scheme, 400, 300, rng=0)
+    assert w.shape == (400, 300)
+    assert w.var() == pytest.approx(nn.expected_variance(scheme, 400, 300), rel=0.03)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "keras_init"),
+    [
+        ("glorot_uniform", keras.initializers.GlorotUniform(seed=0)),
+        ("glorot_normal", keras.initializers.GlorotNormal(seed=0)),
+        ("he_uniform", keras.initializers.HeUniform(seed=0)),
+        ("he_normal", keras.initializers.HeNormal(seed=0)),
+    ],
+)
+def test_initialisers_match_keras_in_distribution(scheme, keras_init):
+    ours = nn.initialise(scheme, 300, 200, rng=1)
+    theirs = np.asarray(keras_init((300, 200)))
+    assert ours.var() == pytest.approx(theirs.var(), rel=0.03)
+    assert np.abs(ours).max() == pytest.approx(np.abs(theirs).max(), rel=0.05)
+
+
+def test_signal_propagation_separates_good_and_bad_schemes():
+    good = nn.signal_propagation("glorot_normal", "tanh", depth=20, width=128)
+    small = nn.signal_propagation("uniform(±0.1)", "tanh", depth=20, width=128)
+    large = nn.signal_propagation("normal(1)", "tanh", depth=20, width=128)
+    relu_he = nn.signal_propagation("he_normal", "relu", depth=20, width=128)
+    relu_glorot = nn.signal_propagation("glorot_normal", "relu", depth=20, width=128)
+    assert good["activation std"].iloc[-1] > 0.1
+    assert small["activation std"].iloc[-1] < 1e-3      # vanishes
+    assert large["gradient std"].iloc[0] > 1e3 * large["gradient std"].iloc[-1]  # explodes
+    assert 0.5 < relu_he["activation std"].iloc[-1] / relu_he["activation std"].iloc[0] < 2
+    assert relu_glorot["activation std"].iloc[-1] < 0.05 * relu_glorot["activation std"].iloc[0]
+    assert list(good.columns) == ["activation std", "gradient std"]
+
+
+def test_nn_rejects_bad_input():
+    with pytest.raises(ValueError, match="scheme"):
+        nn.initialise("lecun", 2, 2)
+    with pytest.raises(ValueError, match="fan_in"):
+        nn.initialise("he_normal", 0, 2)
+    with pytest.raises(ValueError, match="activation"):
+        nn.signal_propagation("he_normal", "gelu")
+    with pytest.raises(ValueError, match="finite 2-D"):
+        nn.signal_propagation("he_normal", x=np.ones(4))
+
+
+def test_skipgram_learns_planted_groups():
+    rng = np.random.default_rng(0)
+    groups = [[f"a{i}" for i in range(6)], [f"b{i}" for i in range(6)]]
+    baskets = [list(rng.choice(groups[g], size=4, replace=False))
+               for g in rng.integers(0, 2, 600)]
+    model = SkipGram(dim=8, window=None, epochs=15, batch_size=512, learning_rate=0.02,
+                     min_count=1, seed=0).fit(baskets)
+    assert len(model.vocabulary_) == 12
+    np.testing.assert_allclose(np.linalg.norm(model.vectors_, axis=1), 1.0, rtol=1e-5)
+    near = model.most_similar("a0", k=3)["token"]
+    assert all(t.startswith("a") for t in near)
+    assert model.history_[-1] < model.history_[0]
+
+
+def test_skipgram_window_and_errors():
+    sentences = [["red", "heart", "mug"], ["blue", "heart", "mug"]] * 20
+    model = SkipGram(dim=4, window=1, epochs=2, min_count=1, batch_size=64).fit(sentences)
+    assert set(model.vocabulary_) == {"red", "heart", "mug", "blue"}
+    with pytest.raises(KeyError, match="not in the vocabulary"):
+        model.vector("lamp")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        SkipGram().most_similar("x")
+    with pytest.raises(ValueError, match="empty"):
+        SkipGram().fit([])
+    with pytest.raises(ValueError, match="min_count"):
+        SkipGram(min_count=5).fit([["a", "b"]])
+    with pytest.raises(ValueError, match="dim"):
+        SkipGram(dim=0)
