@@ -21,16 +21,15 @@ from companion._checks import check_positive_int
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and the Keras backend, and make TensorFlow ops deterministic."""
+    """Seed Python, NumPy and the Keras backend.
+
+    TensorFlow's CPU kernels used here are deterministic once seeded (the tests check
+    that two fits give identical vectors). ``tf.config.experimental.enable_op_determinism``
+    is not used: in TensorFlow 2.21 it makes every ``predict`` print a C++ error line.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
-    try:
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-    except (ImportError, AttributeError):  # pragma: no cover - other backends
-        pass
 
 
 class SkipGram:
@@ -169,3 +168,27 @@ class SkipGram:
         top = np.argsort(-sims)[:k]
         return pd.DataFrame({"token": [self.vocabulary_[i] for i in top],
                              "similarity": sims[top]})
+
+
+def neighbour_coherence(model: SkipGram, labels: dict, tokens: Iterable[str], *, k: int = 5,
+                        seed: int = 0) -> tuple[float, float]:
+    """How often a token's ``k`` nearest neighbours share a label word with it.
+
+    ``labels`` maps each token to a set of words (for products, the words of their
+    description). Returns ``(neighbours, random)``: the share of (token, neighbour) pairs
+    sharing at least one word, and the same share for random tokens of the vocabulary,
+    the baseline the neighbours must beat.
+    """
+    rng = np.random.default_rng(seed)
+    tokens = [t for t in tokens if t in model._index and t in labels]
+    if not tokens:
+        raise ValueError("none of the tokens is both in the vocabulary and in labels.")
+    known = [t for t in model.vocabulary_ if t in labels]
+    near, rand = [], []
+    for token in tokens:
+        words = labels[token]
+        for other in model.most_similar(token, k)["token"]:
+            near.append(bool(words & labels.get(other, set())))
+        for other in rng.choice(known, size=k):
+            rand.append(bool(words & labels[other]))
+    return float(np.mean(near)), float(np.mean(rand))

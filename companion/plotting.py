@@ -114,3 +114,70 @@ def plot_retention_curves(matrix: pd.DataFrame, cohorts: list | None = None,
     ax.legend(fontsize=8, ncols=2, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     return ax
+
+
+def plot_outlier_rule(values: pd.Series, bounds: tuple[float, float], *, label: str,
+                      ax: Axes | None = None) -> Axes:
+    """Histogram of positive ``values`` on a log axis, with the kept range shaded."""
+    series = pd.Series(values, dtype=float)
+    series = series[series > 0]
+    if series.empty:
+        raise ValueError("plot_outlier_rule needs positive values.")
+    ax = _axes(ax, (7, 3.2))
+    bins = np.logspace(np.log10(series.min()), np.log10(series.max()), 60)
+    ax.hist(series, bins=bins, color="0.6")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    low, high = bounds
+    ax.axvspan(max(low, series.min()), high, color="tab:green", alpha=0.15,
+               label="kept by the IQR rule")
+    ax.axvline(high, color="tab:red", lw=1.5, label=f"upper fence = {high:g}")
+    ax.set_xlabel(label)
+    ax.set_ylabel("lines")
+    ax.legend(frameon=False, fontsize=8)
+    return ax
+
+
+def plot_layer_stats(results: dict[str, pd.DataFrame], axes=None):
+    """Activation and gradient spread per layer, one line per initialisation scheme.
+
+    ``results`` maps a label to a frame from :func:`companion.nn.signal_propagation`.
+    Returns the two Axes (activations, gradients), both on a log scale.
+    """
+    if not results:
+        raise ValueError("results is empty.")
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    for label, frame in results.items():
+        for ax, column in zip(axes, ("activation std", "gradient std"), strict=True):
+            ax.plot(frame.index, frame[column], marker=".", label=label)
+    for ax, title in zip(axes, ("forward: activations", "backward: gradients"), strict=True):
+        ax.set_yscale("log")
+        ax.set_xlabel("layer")
+        ax.set_ylabel("standard deviation")
+        ax.set_title(title, fontsize=10)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[1].legend(fontsize=8, frameon=False)
+    return axes
+
+
+def plot_losses(curves: dict[str, tuple], x: np.ndarray, *, xlabel: str, axes=None):
+    """Loss values and gradients against one variable (an error or a margin).
+
+    ``curves`` maps a name to ``(values, gradients)``, arrays as long as ``x``.
+    """
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    for name, (values, grads) in curves.items():
+        if len(values) != len(x) or len(grads) != len(x):
+            raise ValueError(f"curve {name!r} does not have {len(x)} points.")
+        axes[0].plot(x, values, label=name)
+        axes[1].plot(x, grads, label=name)
+    axes[0].set_ylabel("loss")
+    axes[1].set_ylabel("gradient")
+    for ax in axes:
+        ax.set_xlabel(xlabel)
+        ax.axhline(0, color="0.8", lw=0.8)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0].legend(fontsize=8, frameon=False)
+    return axes

@@ -146,6 +146,57 @@ def clean_transactions(raw: pd.DataFrame) -> CleanResult:
     return CleanResult(finish(frame), finish(returns), report)
 
 
+def iqr_bounds(values: pd.Series, k: float = 1.5) -> tuple[float, float]:
+    """Tukey's fences: ``(Q1 - k IQR, Q3 + k IQR)`` of ``values``."""
+    series = pd.Series(values, dtype=float).dropna()
+    if series.empty:
+        raise ValueError("iqr_bounds needs at least one non-missing value.")
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}.")
+    q1, q3 = series.quantile([0.25, 0.75])
+    return float(q1 - k * (q3 - q1)), float(q3 + k * (q3 - q1))
+
+
+def iqr_outliers(values: pd.Series, k: float = 1.5) -> pd.Series:
+    """Boolean mask of the values outside :func:`iqr_bounds` (a row mask, not a cell mask)."""
+    low, high = iqr_bounds(values, k)
+    series = pd.Series(values)
+    return (series < low) | (series > high)
+
+
+#: Months of the Online Shoppers data in calendar order (there is no January or April).
+SHOPPERS_MONTHS = ("Feb", "Mar", "May", "June", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_SHOPPERS_LOG = ("Administrative", "Administrative_Duration", "Informational",
+                 "Informational_Duration", "ProductRelated", "ProductRelated_Duration",
+                 "PageValues")
+_SHOPPERS_CATEGORICAL = ("Month", "VisitorType", "OperatingSystems", "Browser", "Region",
+                         "TrafficType")
+
+
+def shoppers_features(sessions: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Model-ready features and labels from the Online Shoppers sessions.
+
+    Counts, durations and page values are heavy-tailed, so they enter as ``log1p``; rates
+    stay as they are; month, visitor type and the four technical codes are one-hot
+    encoded; ``Weekend`` becomes 0/1. Nothing is scaled here: scaling is learned, so it
+    belongs inside the training split (a Pipeline). Returns ``(X, y)`` with ``y`` the 0/1
+    ``Revenue`` label.
+    """
+    from companion.data import SHOPPERS_SCHEMA
+
+    frame = check_frame(sessions, SHOPPERS_SCHEMA, name="sessions")
+    unknown = set(frame["Month"]) - set(SHOPPERS_MONTHS)
+    if unknown:
+        raise ValueError(f"sessions column 'Month' has unknown values {sorted(unknown)}.")
+    numeric = frame[["BounceRates", "ExitRates", "SpecialDay"]].astype(float)
+    logs = np.log1p(frame[list(_SHOPPERS_LOG)].astype(float).clip(lower=0))
+    logs.columns = [f"log1p_{c}" for c in logs.columns]
+    cats = pd.get_dummies(frame[list(_SHOPPERS_CATEGORICAL)].astype(str), dtype=float)
+    features = pd.concat([numeric, logs, cats,
+                          frame[["Weekend"]].astype(float)], axis=1)
+    return features, frame["Revenue"].astype(int).to_numpy()
+
+
 def to_interactions(transactions: pd.DataFrame) -> pd.DataFrame:
     """Turn clean purchase lines into the interactions table every model consumes.
 

@@ -122,3 +122,30 @@ def test_plot_monthly_activity(tiny):
     plt.close(ax.figure)
     with pytest.raises(ValueError, match="new_customers"):
         plotting.plot_monthly_activity(monthly.drop(columns="new_customers"))
+
+
+def test_plot_outlier_rule():
+    values = pd.Series([1, 2, 3, 50, 0, -1.0])
+    ax = plotting.plot_outlier_rule(values, (0.0, 10.0), label="quantity")
+    assert ax.get_xscale() == "log"
+    assert sum(p.get_height() for p in ax.patches if hasattr(p, "get_height")) >= 4
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="positive"):
+        plotting.plot_outlier_rule(pd.Series([-1.0]), (0, 1), label="x")
+
+
+def test_plot_layer_stats_and_losses():
+    from companion import nn
+
+    stats = {"he": nn.signal_propagation("he_normal", "relu", depth=3, width=8)}
+    axes = plotting.plot_layer_stats(stats)
+    assert axes[0].get_yscale() == "log" and len(axes[1].lines) == 1
+    plt.close(axes[0].figure)
+    with pytest.raises(ValueError, match="empty"):
+        plotting.plot_layer_stats({})
+    x = np.linspace(-2, 2, 5)
+    axes = plotting.plot_losses({"mse": (x**2, 2 * x)}, x, xlabel="error")
+    assert len(axes[0].lines) == 2  # the curve and the zero line
+    plt.close(axes[0].figure)
+    with pytest.raises(ValueError, match="points"):
+        plotting.plot_losses({"bad": (x, x[:2])}, x, xlabel="error")

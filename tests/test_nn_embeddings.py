@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from companion import nn  # noqa: E402
-from companion.embeddings import SkipGram  # noqa: E402
+from companion.embeddings import SkipGram, neighbour_coherence  # noqa: E402
 
 
 @pytest.mark.parametrize("scheme", list(nn.SCHEMES))
@@ -75,6 +75,14 @@ def test_skipgram_learns_planted_groups():
     near = model.most_similar("a0", k=3)["token"]
     assert all(t.startswith("a") for t in near)
     assert model.history_[-1] < model.history_[0]
+    again = SkipGram(dim=8, window=None, epochs=15, batch_size=512, learning_rate=0.02,
+                     min_count=1, seed=0).fit(baskets)
+    np.testing.assert_array_equal(model.vectors_, again.vectors_)  # reproducible
+    labels = {t: {t[0]} for t in model.vocabulary_}
+    near, rand = neighbour_coherence(model, labels, ["a0", "b0", "a1"], k=3)
+    assert near == 1.0 and rand < 0.9
+    with pytest.raises(ValueError, match="none of the tokens"):
+        neighbour_coherence(model, labels, ["zz"])
 
 
 def test_skipgram_window_and_errors():

@@ -275,3 +275,34 @@ def test_splitters_reject_bad_frames(interactions):
         preprocessing.leave_last_basket_out(interactions.drop(columns="timestamp"))
     with pytest.raises(ValueError, match="interactions is empty"):
         preprocessing.split_by_time(interactions.iloc[:0], "2011-01-01")
+
+
+def test_iqr_rule():
+    values = pd.Series([1, 2, 3, 4, 5, 6, 7, 8, 100.0])
+    low, high = preprocessing.iqr_bounds(values)
+    assert (low, high) == (-3.0, 13.0)  # Q1 = 3, Q3 = 7
+    assert preprocessing.iqr_outliers(values).tolist() == [False] * 8 + [True]
+    with pytest.raises(ValueError, match="non-missing"):
+        preprocessing.iqr_bounds(pd.Series([np.nan]))
+    with pytest.raises(ValueError, match="k must be positive"):
+        preprocessing.iqr_bounds(values, k=0)
+
+
+def _sessions(n=6):
+    rows = {c: [1] * n for c in data.SHOPPERS_SCHEMA}
+    rows.update({"Month": ["Feb", "Nov"] * (n // 2), "VisitorType": ["New_Visitor"] * n,
+                 "Weekend": [True, False] * (n // 2), "Revenue": [False, True] * (n // 2),
+                 "ProductRelated_Duration": [0.0, 10.0] * (n // 2)})
+    return pd.DataFrame(rows)
+
+
+def test_shoppers_features():
+    X, y = preprocessing.shoppers_features(_sessions())
+    assert y.tolist() == [0, 1] * 3
+    assert X["log1p_ProductRelated_Duration"].tolist()[:2] == [0.0, pytest.approx(np.log(11))]
+    assert {"Month_Feb", "Month_Nov", "Weekend"} <= set(X.columns)
+    assert X.dtypes.eq(float).all()
+    with pytest.raises(ValueError, match="'Month' has unknown values"):
+        preprocessing.shoppers_features(_sessions().assign(Month="Jan"))
+    with pytest.raises(ValueError, match="'Revenue'"):
+        preprocessing.shoppers_features(_sessions().drop(columns="Revenue"))
