@@ -126,3 +126,73 @@ def minimise(
         x = optimizer.step(x, grad(x))
         path.append(x)
     return np.array(path)
+
+
+def fit_logistic_regression(
+    X: np.ndarray,
+    y: np.ndarray,
+    optimizer: Optimizer,
+    *,
+    batch_size: int | None = None,
+    epochs: int = 10,
+    X_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, list[dict]]:
+    """Train logistic regression (weights and bias) with ``optimizer``, from zeros.
+
+    ``batch_size=None`` is full-batch gradient descent, ``1`` is stochastic gradient
+    descent and anything in between is mini-batch training; examples are shuffled every
+    epoch. Returns the parameters (bias last) and a history with, per epoch, the
+    training log loss, the validation log loss (if given), the number of updates so far
+    and the seconds elapsed.
+    """
+    import time
+
+    from companion.losses import binary_cross_entropy_from_logits
+
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(f"X must be 2-D with one row per label; got {X.shape} and {y.shape}.")
+    n = len(X)
+    size = n if batch_size is None else check_positive_int(batch_size, name="batch_size")
+    check_positive_int(epochs, name="epochs")
+    Xb = np.c_[X, np.ones(n)]
+    Xv = None if X_val is None else np.c_[np.asarray(X_val, dtype=float), np.ones(len(X_val))]
+    theta = np.zeros(Xb.shape[1])
+    rng = np.random.default_rng(seed)
+    history, updates, start = [], 0, time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        order = rng.permutation(n)
+        for lo in range(0, n, size):
+            idx = order[lo:lo + size]
+            z = Xb[idx] @ theta
+            residual = 1 / (1 + np.exp(-z)) - y[idx]
+            theta = optimizer.step(theta, Xb[idx].T @ residual / len(idx))
+            updates += 1
+        row = {"epoch": epoch, "updates": updates, "seconds": time.perf_counter() - start,
+               "train loss": binary_cross_entropy_from_logits(y, Xb @ theta)}
+        if Xv is not None:
+            row["validation loss"] = binary_cross_entropy_from_logits(y_val, Xv @ theta)
+        history.append(row)
+    return theta, history
+
+
+def keras_trajectory(
+    optimizer, grad: Callable[[np.ndarray], np.ndarray], x0: object, steps: int
+) -> np.ndarray:
+    """The same as :func:`minimise`, but each update is made by a ``keras.optimizers`` object.
+
+    Used to check the teaching optimisers step for step against Keras (float64).
+    """
+    import keras
+
+    check_positive_int(steps, name="steps")
+    variable = keras.Variable(np.asarray(x0, dtype="float64"), dtype="float64")
+    path = [variable.numpy().copy()]
+    for _ in range(steps):
+        g = keras.ops.convert_to_tensor(np.asarray(grad(variable.numpy()), dtype="float64"))
+        optimizer.apply_gradients([(g, variable)])
+        path.append(variable.numpy().copy())
+    return np.array(path)

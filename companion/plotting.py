@@ -181,3 +181,48 @@ def plot_losses(curves: dict[str, tuple], x: np.ndarray, *, xlabel: str, axes=No
         ax.spines[["top", "right"]].set_visible(False)
     axes[0].legend(fontsize=8, frameon=False)
     return axes
+
+
+def plot_trajectories(loss, paths: dict[str, np.ndarray], *, ax: Axes | None = None,
+                      limits: tuple[float, float, float, float] | None = None) -> Axes:
+    """Contours of a 2-D ``loss(w0, w1)`` (vectorised) with optimiser paths on top."""
+    if not paths:
+        raise ValueError("paths is empty.")
+    ax = _axes(ax, (6.5, 5))
+    points = np.vstack(list(paths.values()))
+    if limits is None:
+        lo, hi = points.min(axis=0), points.max(axis=0)
+        pad = 0.15 * (hi - lo + 1e-9)
+        limits = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
+    g0, g1 = np.meshgrid(np.linspace(limits[0], limits[1], 200),
+                         np.linspace(limits[2], limits[3], 200))
+    values = loss(g0, g1)
+    levels = np.quantile(values, np.linspace(0.002, 0.9, 18))
+    ax.contour(g0, g1, values, levels=np.unique(levels), colors="0.75", linewidths=0.8)
+    for name, path in paths.items():
+        ax.plot(path[:, 0], path[:, 1], marker=".", ms=3, lw=1.2, label=name)
+    ax.set_xlabel("$w_0$")
+    ax.set_ylabel("$w_1$")
+    ax.legend(fontsize=8, frameon=False)
+    return ax
+
+
+def plot_training_curves(histories: dict[str, dict], *, metric: str = "loss",
+                         ax: Axes | None = None) -> Axes:
+    """Training (dashed) and validation (solid) curves of several Keras histories."""
+    if not histories:
+        raise ValueError("histories is empty.")
+    ax = _axes(ax, (7.5, 3.8))
+    for i, (name, hist) in enumerate(histories.items()):
+        if metric not in hist:
+            raise ValueError(f"history {name!r} has no {metric!r}; it has {sorted(hist)}.")
+        colour = plt.cm.tab10(i)
+        epochs = np.arange(1, len(hist[metric]) + 1)
+        ax.plot(epochs, hist[metric], ls="--", color=colour, lw=1)
+        if f"val_{metric}" in hist:
+            ax.plot(epochs, hist[f"val_{metric}"], color=colour, lw=1.8, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{metric} (dashed: train, solid: validation)")
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return ax

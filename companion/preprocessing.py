@@ -197,6 +197,30 @@ def shoppers_features(sessions: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]
     return features, frame["Revenue"].astype(int).to_numpy()
 
 
+def stratified_split(
+    X: pd.DataFrame, y: np.ndarray, *, sizes: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    seed: int = 0,
+) -> dict[str, tuple[pd.DataFrame, np.ndarray]]:
+    """Random train/validation/test split that keeps the class balance in every part.
+
+    For data without a time order that matters (such as independent web sessions).
+    Returns ``{"train": (X, y), "validation": (X, y), "test": (X, y)}``.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if len(sizes) != 3 or not np.isclose(sum(sizes), 1) or min(sizes) <= 0:
+        raise ValueError(f"sizes must be three positive shares summing to 1, got {sizes}.")
+    y = np.asarray(y)
+    if len(X) != len(y):
+        raise ValueError(f"X has {len(X)} rows but y has {len(y)}.")
+    X_rest, X_test, y_rest, y_test = train_test_split(
+        X, y, test_size=sizes[2], stratify=y, random_state=seed)
+    X_train, X_val, y_train, y_val = train_test_split(
+        X_rest, y_rest, test_size=sizes[1] / (sizes[0] + sizes[1]), stratify=y_rest,
+        random_state=seed)
+    return {"train": (X_train, y_train), "validation": (X_val, y_val), "test": (X_test, y_test)}
+
+
 def to_interactions(transactions: pd.DataFrame) -> pd.DataFrame:
     """Turn clean purchase lines into the interactions table every model consumes.
 
