@@ -88,16 +88,24 @@ class Momentum(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam with bias-corrected first and second moments (Kingma & Ba, 2015)."""
+    r"""Adam with bias-corrected first and second moments (Kingma & Ba, 2015).
+
+    ``keras_compatible=True`` reproduces ``keras.optimizers.Adam`` to the last bits: the
+    learning rate and the betas are rounded to float32 as Keras stores them, and epsilon is
+    added to :math:`\sqrt{v_t}` before the bias correction (the paper's
+    ":math:`\hat\epsilon`" form) instead of to :math:`\sqrt{\hat v_t}`.
+    """
 
     def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9,
-                 beta_2: float = 0.999, epsilon: float = 1e-7) -> None:
+                 beta_2: float = 0.999, epsilon: float = 1e-7,
+                 keras_compatible: bool = False) -> None:
         super().__init__(learning_rate)
         self.beta_1 = _unit(beta_1, "beta_1")
         self.beta_2 = _unit(beta_2, "beta_2")
         if epsilon <= 0:
             raise ValueError(f"epsilon must be positive, got {epsilon!r}.")
         self.epsilon = float(epsilon)
+        self.keras_compatible = keras_compatible
         self.m: np.ndarray | None = None
         self.v: np.ndarray | None = None
 
@@ -105,11 +113,17 @@ class Adam(Optimizer):
         if self.m is None:
             self.m, self.v = np.zeros_like(params), np.zeros_like(params)
         t = self.iterations  # 1 on the first step: 1 - beta**0 would divide by zero
-        self.m = self.beta_1 * self.m + (1 - self.beta_1) * grads
-        self.v = self.beta_2 * self.v + (1 - self.beta_2) * grads**2
-        m_hat = self.m / (1 - self.beta_1**t)
-        v_hat = self.v / (1 - self.beta_2**t)
-        return params - self.learning_rate * m_hat / (np.sqrt(v_hat) + self.epsilon)
+        b1, b2, lr = self.beta_1, self.beta_2, self.learning_rate
+        if self.keras_compatible:
+            b1, b2, lr = (float(np.float32(v)) for v in (b1, b2, lr))
+        self.m = self.m + (grads - self.m) * (1 - self.beta_1)
+        self.v = self.v + (grads**2 - self.v) * (1 - self.beta_2)
+        if self.keras_compatible:
+            alpha = lr * np.sqrt(1 - b2**t) / (1 - b1**t)
+            return params - alpha * self.m / (np.sqrt(self.v) + self.epsilon)
+        m_hat = self.m / (1 - b1**t)
+        v_hat = self.v / (1 - b2**t)
+        return params - lr * m_hat / (np.sqrt(v_hat) + self.epsilon)
 
 
 def minimise(

@@ -129,6 +129,14 @@ def test_optimisers_match_keras_for_100_steps(ours, theirs, tolerance):
     assert np.abs(path[-1] - reference[-1]).max() < 1e-6
 
 
+def test_keras_compatible_adam_is_bit_identical():
+    ours = optim.minimise(lambda x: A @ x, [1.0, -1.5], optim.Adam(0.05, keras_compatible=True),
+                          100)
+    theirs = optim.keras_trajectory(keras.optimizers.Adam(0.05), lambda x: A @ x,
+                                    [1.0, -1.5], 100)
+    np.testing.assert_array_equal(ours, theirs)
+
+
 def test_ema_momentum_is_heavy_ball_with_a_smaller_step():
     ema = optim.minimise(lambda x: A @ x, [1.0, 1.0], optim.Momentum(0.1, 0.9, form="ema"), 50)
     heavy = optim.minimise(lambda x: A @ x, [1.0, 1.0], optim.Momentum(0.01, 0.9), 50)
