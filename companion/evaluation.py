@@ -111,3 +111,28 @@ def format_ci(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
         else:
             out[col] = table[col]
     return pd.DataFrame(out, index=table.index)
+
+
+def expanding_window_folds(
+    periods: object, order: list | tuple | None = None, *, min_train_periods: int = 3
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Time-aware cross-validation folds: train on every earlier period, test on the next.
+
+    ``periods`` gives each row's period (a month name, a date, ...); ``order`` lists the
+    periods in time order (default: sorted). Fold ``k`` trains on the first
+    ``min_train_periods + k`` periods and tests on the one after, so no fold ever trains
+    on the future. Returns ``(train_index, test_index)`` pairs, as scikit-learn's ``cv``
+    argument accepts.
+    """
+    labels = pd.Series(np.asarray(periods))
+    order = list(order) if order is not None else sorted(labels.unique())
+    unknown = set(labels.unique()) - set(order)
+    if unknown:
+        raise ValueError(f"periods {sorted(map(str, unknown))} are not in order.")
+    check_positive_int(min_train_periods, name="min_train_periods")
+    present = [p for p in order if (labels == p).any()]
+    if len(present) <= min_train_periods:
+        raise ValueError(f"need more than {min_train_periods} periods, got {len(present)}.")
+    rank = labels.map({p: i for i, p in enumerate(present)}).to_numpy()
+    return [(np.flatnonzero(rank < k), np.flatnonzero(rank == k))
+            for k in range(min_train_periods, len(present))]

@@ -116,6 +116,18 @@ def average_precision(y_true: object, y_score: object) -> float:
     return float(np.sum(np.diff(np.r_[0.0, rec]) * prec))
 
 
+def precision_recall_curve(y_true: object, y_score: object) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at every distinct score threshold, from the highest down."""
+    t, s = _binary(y_true, y_score, "y_score")
+    if t.sum() == 0:
+        raise ValueError("the precision-recall curve needs at least one positive example.")
+    order = np.argsort(-s, kind="mergesort")
+    s, t = s[order], t[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), t.size - 1]
+    tps = np.cumsum(t)[last]
+    return tps / (last + 1), tps / t.sum()
+
+
 def log_loss(y_true: object, y_prob: object, eps: float = 1e-15) -> float:
     """Mean binary cross-entropy of predicted probabilities."""
     t, p = _binary(y_true, y_prob, "y_prob")

@@ -226,3 +226,28 @@ def plot_training_curves(histories: dict[str, dict], *, metric: str = "loss",
     ax.legend(fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     return ax
+
+
+def plot_roc_pr(y_true, scores: dict[str, np.ndarray], axes=None):
+    """ROC curves (left) and precision-recall curves (right) of several models."""
+    from companion import metrics
+
+    if not scores:
+        raise ValueError("scores is empty.")
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    base = float(np.mean(y_true))
+    for name, score in scores.items():
+        fpr, tpr, _ = metrics.roc_curve(y_true, score)
+        axes[0].plot(fpr, tpr, label=f"{name} (AUC {metrics.roc_auc(y_true, score):.3f})")
+        prec, rec = metrics.precision_recall_curve(y_true, score)
+        axes[1].step(rec, prec, where="post",
+                     label=f"{name} (AP {metrics.average_precision(y_true, score):.3f})")
+    axes[0].plot([0, 1], [0, 1], ls=":", color="0.5", label="chance")
+    axes[1].axhline(base, ls=":", color="0.5", label=f"base rate {base:.3f}")
+    axes[0].set(xlabel="false-positive rate", ylabel="true-positive rate (recall)")
+    axes[1].set(xlabel="recall", ylabel="precision", ylim=(0, 1.02))
+    for ax in axes:
+        ax.legend(fontsize=8, frameon=False)
+        ax.spines[["top", "right"]].set_visible(False)
+    return axes

@@ -106,3 +106,44 @@ def test_bootstrap_rejects_bad_input():
         evaluation.bootstrap_ci(metrics.roc_auc, Y, S, level=1.5)
     with pytest.raises(ValueError, match="n_boot"):
         evaluation.bootstrap_ci(metrics.roc_auc, Y, S, n_boot=1)
+
+
+def test_precision_recall_curve_matches_sklearn():
+    prec, rec = metrics.precision_recall_curve(Y, S)
+    sk_prec, sk_rec, _ = skm.precision_recall_curve(Y, S, drop_intermediate=False)
+    # scikit-learn lists thresholds from low to high and appends the (1, 0) end point
+    np.testing.assert_allclose(prec, sk_prec[:-1][::-1])
+    np.testing.assert_allclose(rec, sk_rec[:-1][::-1])
+    with pytest.raises(ValueError, match="at least one positive"):
+        metrics.precision_recall_curve([0, 0], [0.2, 0.3])
+
+
+def test_plot_roc_pr():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from companion import plotting
+
+    axes = plotting.plot_roc_pr(Y, {"a": S, "b": P})
+    assert len(axes[0].lines) == 3 and "AUC" in axes[0].get_legend().get_texts()[0].get_text()
+    plt.close(axes[0].figure)
+    with pytest.raises(ValueError, match="empty"):
+        plotting.plot_roc_pr(Y, {})
+
+
+def test_expanding_window_folds_never_train_on_the_future():
+    months = np.array(["Feb", "Mar", "Mar", "May", "Nov", "Feb", "Dec", "May"])
+    order = ["Feb", "Mar", "May", "Nov", "Dec"]
+    folds = evaluation.expanding_window_folds(months, order, min_train_periods=2)
+    assert len(folds) == 3
+    rank = {m: i for i, m in enumerate(order)}
+    for train, test in folds:
+        assert max(rank[m] for m in months[train]) < min(rank[m] for m in months[test])
+        assert len(set(months[test])) == 1
+    assert sorted(months[folds[0][1]]) == ["May", "May"]
+    with pytest.raises(ValueError, match="not in order"):
+        evaluation.expanding_window_folds(months, ["Feb"])
+    with pytest.raises(ValueError, match="more than 5 periods"):
+        evaluation.expanding_window_folds(months, order, min_train_periods=5)
