@@ -7,6 +7,7 @@ All functions take the interactions table of
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from companion._checks import check_frame
@@ -94,3 +95,53 @@ def retention_curve(matrix: pd.DataFrame) -> pd.Series:
     curve = (matrix.fillna(0.0).mul(sizes, axis=0)).sum() / weights.sum()
     curve.name = "retention"
     return curve
+
+
+def rfm_features(interactions: pd.DataFrame, cutoff: object) -> pd.DataFrame:
+    """Recency, frequency and monetary value of every customer seen before ``cutoff``.
+
+    Only interactions strictly before ``cutoff`` are used, so the features never see the
+    future. Columns: ``recency_days`` (days from the last purchase to the cutoff),
+    ``frequency`` (distinct invoices), ``monetary`` (total value), ``tenure_days`` (days
+    from the first purchase to the cutoff) and ``items`` (distinct products).
+    """
+    from companion._checks import check_timestamp
+
+    frame = _check(interactions)
+    cut = check_timestamp(cutoff, name="cutoff")
+    first, last = frame["timestamp"].min(), frame["timestamp"].max()
+    if not first < cut <= last + pd.Timedelta(days=1):
+        raise ValueError(f"cutoff={cut} is outside the data, which runs from {first} to {last}.")
+    past = frame[frame["timestamp"] < cut]
+    grouped = past.groupby("user_id")
+    out = pd.DataFrame({
+        "recency_days": (cut - grouped["timestamp"].max()).dt.total_seconds() / 86400,
+        "frequency": grouped["invoice"].nunique(),
+        "monetary": grouped["value"].sum(),
+        "tenure_days": (cut - grouped["timestamp"].min()).dt.total_seconds() / 86400,
+        "items": grouped["item_id"].nunique(),
+    })
+    out.index.name = "user_id"
+    return out
+
+
+def future_value(interactions: pd.DataFrame, cutoff: object, horizon_days: int) -> pd.Series:
+    """Total value each customer spends in ``[cutoff, cutoff + horizon_days)`` (0 if none).
+
+    Indexed by every customer seen before ``cutoff``, in the same (sorted) order as
+    :func:`rfm_features`; raises if the data end before the horizon does.
+    """
+    from companion._checks import check_positive_int, check_timestamp
+
+    frame = _check(interactions)
+    cut = check_timestamp(cutoff, name="cutoff")
+    end = cut + pd.Timedelta(days=check_positive_int(horizon_days, name="horizon_days"))
+    if end > frame["timestamp"].max() + pd.Timedelta(days=1):
+        raise ValueError(
+            f"horizon_days={horizon_days} reaches {end.date()}, past the end of the data "
+            f"({frame['timestamp'].max().date()})."
+        )
+    known = np.sort(frame.loc[frame["timestamp"] < cut, "user_id"].unique())
+    window = frame[(frame["timestamp"] >= cut) & (frame["timestamp"] < end)]
+    spend = window.groupby("user_id")["value"].sum()
+    return spend.reindex(pd.Index(known, name="user_id"), fill_value=0.0).rename("future_value")

@@ -149,3 +149,30 @@ def test_plot_layer_stats_and_losses():
     plt.close(axes[0].figure)
     with pytest.raises(ValueError, match="points"):
         plotting.plot_losses({"bad": (x, x[:2])}, x, xlabel="error")
+
+
+def test_rfm_features_by_hand(tiny):
+    rfm = behaviour.rfm_features(tiny, "2011-03-01")
+    assert rfm.index.tolist() == [1, 2, 3]
+    assert rfm.loc[1, "frequency"] == 2 and rfm.loc[1, "monetary"] == 15.0
+    assert rfm.loc[1, "recency_days"] == pytest.approx(24.0)   # Feb 5 -> Mar 1
+    assert rfm.loc[2, "tenure_days"] == pytest.approx(40.0)    # Jan 20 -> Mar 1
+    assert rfm.loc[3, "items"] == 1
+
+
+def test_rfm_features_ignore_the_future(tiny):
+    before = behaviour.rfm_features(tiny, "2011-03-01")
+    extra = pd.concat([tiny, tiny.assign(timestamp=pd.Timestamp("2011-03-25"),
+                                         invoice="new", value=1000.0)])
+    after = behaviour.rfm_features(extra, "2011-03-01")
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_future_value(tiny):
+    value = behaviour.future_value(tiny, "2011-03-01", 20)
+    assert value.index.equals(behaviour.rfm_features(tiny, "2011-03-01").index)
+    assert value.to_dict() == {1: 1.0, 2: 5.0, 3: 0.0}
+    with pytest.raises(ValueError, match="past the end"):
+        behaviour.future_value(tiny, "2011-03-01", 90)
+    with pytest.raises(ValueError, match="outside the data"):
+        behaviour.rfm_features(tiny, "2012-01-01")
