@@ -1,0 +1,443 @@
+"""Keras recommenders that follow the protocol of :mod:`companion.recommenders`.
+
+All are trained epoch by epoch with Adam. When ``fit`` is given ``validation``
+interactions (a later time window), each epoch is scored by NDCG@10 on that window and
+training stops once it has not improved for ``patience`` epochs, restoring the best
+weights; ``best_epoch_`` records the epoch, so that a final model can be refitted on more
+data for exactly that many epochs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from companion._checks import check_positive_int
+from companion.embeddings import seed_everything
+from companion.recommenders import Recommender
+
+
+class KerasRecommender(Recommender):
+    """Shared training loop of the Keras models."""
+
+    uses_keras = True
+
+    def fit(self, interactions: pd.DataFrame, validation: pd.DataFrame | None = None):
+        """Fit; with ``validation`` interactions, early-stop on their NDCG@10."""
+        self._validation = validation
+        try:
+            return super().fit(interactions)
+        finally:
+            self._validation = None
+
+    def _fit(self, frame, counts):
+        check_positive_int(self.epochs, name="epochs")
+        check_positive_int(self.batch_size, name="batch_size")
+        seed_everything(self.seed)
+        self.rng_ = np.random.default_rng(self.seed)
+        self._prepare(frame, counts)
+        self.model_ = self._build()
+        task = None
+        if self._validation is not None:
+            from companion.ranking import RankingTask
+
+            task = RankingTask.from_split(frame.drop(columns=["u", "i"]), self._validation)
+        best, best_weights, waited = -np.inf, None, 0
+        self.history_ = []
+        for epoch in range(1, self.epochs + 1):
+            loss = self._train_epoch()
+            row = {"epoch": epoch, "loss": loss}
+            if task is not None:
+                row["validation NDCG@10"] = _validation_ndcg(self, task)
+                if row["validation NDCG@10"] > best:
+                    best, best_weights, waited = row["validation NDCG@10"], \
+                        self.model_.get_weights(), 0
+                    self.best_epoch_ = epoch
+                else:
+                    waited += 1
+            self.history_.append(row)
+            if task is not None and waited >= self.patience:
+                break
+        if best_weights is not None:
+            self.model_.set_weights(best_weights)
+        else:
+            self.best_epoch_ = len(self.history_)
+        self._after_fit()
+
+    def _after_fit(self) -> None:
+        """Cache what scoring needs (for example item vectors)."""
+
+    def _fit_arrays(self, inputs, targets, sample_weight=None) -> float:
+        hist = self.model_.fit(inputs, targets, sample_weight=sample_weight,
+                               batch_size=self.batch_size, epochs=1, verbose=0, shuffle=False)
+        return float(hist.history["loss"][-1])
+
+    def n_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return int(sum(np.prod(w.shape) for w in self.model_.trainable_weights))
+
+
+def _validation_ndcg(model: Recommender, task) -> float:
+    from companion.ranking import evaluate
+
+    if hasattr(model, "_after_fit"):
+        model._after_fit()
+    result = evaluate(model, task, k=10)
+    return float(np.mean([frame["NDCG"].mean() for frame in result.values()]))
+
+
+def _positives(counts: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    coo = counts.tocoo()
+    return coo.row.astype(np.int32), coo.col.astype(np.int32)
+
+
+class MatrixFactorization(KerasRecommender):
+    """Matrix factorisation trained with the BPR ranking loss (Rendle et al., 2009).
+
+    Scores ``p_u . q_i + b_i``; each epoch pairs every observed (user, item) with a random
+    item and maximises ``log sigmoid(s_ui - s_uj)``.
+    """
+
+    def __init__(self, dim: int = 64, l2: float = 1e-5, epochs: int = 30,
+                 batch_size: int = 4096, learning_rate: float = 5e-3, patience: int = 3,
+                 seed: int = 0) -> None:
+        self.dim, self.l2, self.epochs, self.batch_size = dim, l2, epochs, batch_size
+        self.learning_rate, self.patience, self.seed = learning_rate, patience, seed
+
+    def _prepare(self, frame, counts):
+        self.users_, self.items_pos_ = _positives(counts)
+        self.n_users_, self.n_items_ = counts.shape
+
+    def _build(self):
+        import keras
+
+        reg = keras.regularizers.L2(self.l2)
+        u = keras.Input(shape=(), dtype="int32")
+        i = keras.Input(shape=(), dtype="int32")
+        j = keras.Input(shape=(), dtype="int32")
+        users = keras.layers.Embedding(self.n_users_, self.dim, embeddings_regularizer=reg,
+                                       embeddings_initializer=keras.initializers.RandomNormal(
+                                           stddev=0.05, seed=self.seed), name="users")
+        items = keras.layers.Embedding(self.n_items_, self.dim, embeddings_regularizer=reg,
+                                       embeddings_initializer=keras.initializers.RandomNormal(
+                                           stddev=0.05, seed=self.seed + 1), name="items")
+        bias = keras.layers.Embedding(self.n_items_, 1, embeddings_initializer="zeros",
+                                      name="bias")
+        pu = users(u)
+        s_i = keras.ops.sum(pu * items(i), axis=-1) + keras.ops.squeeze(bias(i), -1)
+        s_j = keras.ops.sum(pu * items(j), axis=-1) + keras.ops.squeeze(bias(j), -1)
+        model = keras.Model([u, i, j], s_i - s_j)
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
+                      loss=keras.losses.BinaryCrossentropy(from_logits=True))
+        return model
+
+    def _train_epoch(self):
+        order = self.rng_.permutation(len(self.users_))
+        neg = self.rng_.integers(0, self.n_items_, len(order)).astype(np.int32)
+        ones = np.ones(len(order), dtype=np.float32)
+        return self._fit_arrays([self.users_[order], self.items_pos_[order], neg], ones)
+
+    def _after_fit(self):
+        self.user_vectors_ = self.model_.get_layer("users").get_weights()[0]
+        self.item_vectors_ = self.model_.get_layer("items").get_weights()[0]
+        self.item_bias_ = self.model_.get_layer("bias").get_weights()[0][:, 0]
+
+    def _score(self, users):
+        return self.user_vectors_[users] @ self.item_vectors_.T + self.item_bias_
+
+
+class NeuMF(KerasRecommender):
+    """Neural matrix factorisation (He et al., 2017): GMF and MLP branches, fused.
+
+    Trained as binary classification of observed pairs against ``negatives`` random items
+    per positive. Scoring runs the network on every (user, item) pair, which is why it is
+    the slowest model to serve.
+    """
+
+    def __init__(self, dim: int = 32, hidden: tuple[int, ...] = (64, 32), negatives: int = 4,
+                 epochs: int = 20, batch_size: int = 4096, learning_rate: float = 2e-3,
+                 patience: int = 2, seed: int = 0) -> None:
+        self.dim, self.hidden, self.negatives, self.epochs = dim, hidden, negatives, epochs
+        self.batch_size, self.learning_rate = batch_size, learning_rate
+        self.patience, self.seed = patience, seed
+
+    def _prepare(self, frame, counts):
+        self.users_, self.items_pos_ = _positives(counts)
+        self.n_users_, self.n_items_ = counts.shape
+
+    def _build(self):
+        import keras
+
+        u = keras.Input(shape=(), dtype="int32")
+        i = keras.Input(shape=(), dtype="int32")
+        gmf = keras.layers.Embedding(self.n_users_, self.dim)(u) * keras.layers.Embedding(
+            self.n_items_, self.dim)(i)
+        h = keras.ops.concatenate([keras.layers.Embedding(self.n_users_, self.dim)(u),
+                                   keras.layers.Embedding(self.n_items_, self.dim)(i)], axis=-1)
+        for units in self.hidden:
+            h = keras.layers.Dense(units, activation="relu", kernel_initializer="he_normal")(h)
+        logit = keras.layers.Dense(1)(keras.ops.concatenate([gmf, h], axis=-1))
+        model = keras.Model([u, i], keras.ops.squeeze(logit, -1))
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
+                      loss=keras.losses.BinaryCrossentropy(from_logits=True))
+        return model
+
+    def _train_epoch(self):
+        n = len(self.users_)
+        users = np.concatenate([self.users_, np.repeat(self.users_, self.negatives)])
+        items = np.concatenate([self.items_pos_, self.rng_.integers(
+            0, self.n_items_, n * self.negatives).astype(np.int32)])
+        labels = np.concatenate([np.ones(n), np.zeros(n * self.negatives)]).astype(np.float32)
+        order = self.rng_.permutation(len(users))
+        return self._fit_arrays([users[order], items[order]], labels[order])
+
+    def _score(self, users):
+        n_items = self.n_items_
+        u = np.repeat(users.astype(np.int32), n_items)
+        i = np.tile(np.arange(n_items, dtype=np.int32), len(users))
+        out = self.model_.predict([u, i], batch_size=1 << 16, verbose=0)
+        return np.asarray(out, dtype=np.float32).reshape(len(users), n_items)
+
+
+class TwoTower(KerasRecommender):
+    """Two-tower retrieval with in-batch negatives, item text and user context.
+
+    The item tower embeds the item id and the bag of words of its description; the user
+    tower embeds the user id and a context value (the country). A batch of ``B`` observed
+    pairs gives a ``B x B`` score matrix whose diagonal holds the positives and whose other
+    entries serve as negatives; the logits are corrected by the log of each item's
+    frequency so that popular items are not over-penalised as negatives (logQ correction).
+    """
+
+    def __init__(self, dim: int = 64, item_text: pd.Series | None = None,
+                 user_context: pd.Series | None = None, temperature: float = 0.1,
+                 epochs: int = 30, batch_size: int = 1024, learning_rate: float = 2e-3,
+                 patience: int = 3, seed: int = 0) -> None:
+        self.dim, self.item_text, self.user_context = dim, item_text, user_context
+        self.temperature, self.epochs, self.batch_size = temperature, epochs, batch_size
+        self.learning_rate, self.patience, self.seed = learning_rate, patience, seed
+
+    def _prepare(self, frame, counts):
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        self.users_, self.items_pos_ = _positives(counts)
+        self.n_users_, self.n_items_ = counts.shape
+        text = (self.item_text if self.item_text is not None else pd.Series(dtype=str))
+        docs = text.reindex(self.items_).fillna("").astype(str)
+        vec = CountVectorizer(min_df=2, binary=True)
+        try:
+            bag = vec.fit_transform(docs).toarray().astype(np.float32)
+        except ValueError:  # no vocabulary (no text given)
+            bag = np.zeros((self.n_items_, 1), np.float32)
+        self.text_ = bag / np.maximum(bag.sum(axis=1, keepdims=True), 1.0)
+        context = (self.user_context if self.user_context is not None else pd.Series(dtype=str))
+        ctx = context.reindex(self.user_encoder_.classes_).fillna("unknown").astype(str)
+        self.context_values_ = np.array(sorted(set(ctx) | {"unknown"}))
+        self.context_ = np.searchsorted(self.context_values_, ctx.to_numpy()).astype(np.int32)
+        freq = np.bincount(self.items_pos_, minlength=self.n_items_) + 1.0
+        self.log_q_ = np.log(freq / freq.sum()).astype(np.float32)
+
+    def _towers(self):
+        import keras
+
+        if hasattr(self, "towers_"):
+            return self.towers_
+        u = keras.Input(shape=(), dtype="int32")
+        c = keras.Input(shape=(), dtype="int32")
+        user = keras.ops.concatenate([
+            keras.layers.Embedding(self.n_users_, self.dim)(u),
+            keras.layers.Embedding(len(self.context_values_), 8)(c)], axis=-1)
+        user = keras.layers.Dense(self.dim)(keras.layers.Dense(
+            self.dim, activation="relu", kernel_initializer="he_normal")(user))
+        user_tower = keras.Model([u, c], keras.ops.normalize(user, axis=-1))
+        i = keras.Input(shape=(), dtype="int32")
+        text = keras.layers.Embedding(self.n_items_, self.text_.shape[1], trainable=False,
+                                      weights=[self.text_])(i)
+        item = keras.ops.concatenate([keras.layers.Embedding(self.n_items_, self.dim)(i),
+                                      keras.layers.Dense(self.dim)(text)], axis=-1)
+        item = keras.layers.Dense(self.dim)(keras.layers.Dense(
+            self.dim, activation="relu", kernel_initializer="he_normal")(item))
+        item_tower = keras.Model(i, keras.ops.normalize(item, axis=-1))
+        self.towers_ = (user_tower, item_tower)
+        return self.towers_
+
+    def _build(self):
+        import keras
+
+        user_tower, item_tower = self._towers()
+        u = keras.Input(shape=(), dtype="int32")
+        c = keras.Input(shape=(), dtype="int32")
+        i = keras.Input(shape=(), dtype="int32")
+        q = keras.Input(shape=(), dtype="float32")
+        logits = keras.ops.matmul(user_tower([u, c]), keras.ops.transpose(item_tower(i)))
+        logits = logits / self.temperature - keras.ops.expand_dims(q, 0)
+        model = keras.Model([u, c, i, q], logits)
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    def _train_epoch(self):
+        b = self.batch_size
+        order = self.rng_.permutation(len(self.users_))
+        order = order[: len(order) // b * b]
+        if len(order) == 0:
+            raise ValueError(f"batch_size={b} exceeds the {len(self.users_)} training pairs.")
+        users, items = self.users_[order], self.items_pos_[order]
+        labels = np.tile(np.arange(b, dtype=np.int32), len(order) // b)
+        return self._fit_arrays([users, self.context_[users], items, self.log_q_[items]],
+                                labels)
+
+    def _after_fit(self):
+        user_tower, item_tower = self._towers()
+        all_users = np.arange(self.n_users_, dtype=np.int32)
+        self.user_vectors_ = user_tower.predict([all_users, self.context_[all_users]],
+                                                batch_size=8192, verbose=0)
+        self.item_vectors_ = item_tower.predict(np.arange(self.n_items_, dtype=np.int32),
+                                                batch_size=8192, verbose=0)
+
+    def _score(self, users):
+        return self.user_vectors_[users] @ self.item_vectors_.T
+
+
+class SASRec(KerasRecommender):
+    """A Transformer over each customer's purchase history (after Kang & McAuley, 2018).
+
+    Items bought, in time order, pass through an item embedding plus a learned position
+    embedding and ``blocks`` causal self-attention blocks; the output at each position is
+    trained to score the next item above ``negatives`` random items (sampled softmax).
+    To recommend, the last ``max_len`` purchases are read and the final position is scored
+    against every item's embedding.
+    """
+
+    def __init__(self, dim: int = 64, blocks: int = 2, heads: int = 2, max_len: int = 50,
+                 dropout: float = 0.2, negatives: int = 100, epochs: int = 30,
+                 batch_size: int = 128, learning_rate: float = 2e-3, patience: int = 3,
+                 seed: int = 0) -> None:
+        self.dim, self.blocks, self.heads, self.max_len = dim, blocks, heads, max_len
+        self.dropout, self.negatives, self.epochs = dropout, negatives, epochs
+        self.batch_size, self.learning_rate = batch_size, learning_rate
+        self.patience, self.seed = patience, seed
+
+    def _prepare(self, frame, counts):
+        check_positive_int(self.max_len, name="max_len", minimum=2)
+        self.n_users_, self.n_items_ = counts.shape
+        ordered = frame.sort_values(["timestamp", "i"], kind="stable")
+        groups = ordered.groupby("u")["i"].agg(list)
+        self.histories_ = [np.asarray(groups.get(u, []), dtype=np.int32) + 1
+                           for u in range(self.n_users_)]
+        length = self.max_len + 1
+        windows = []
+        for seq in self.histories_:
+            for end in range(len(seq), 1, -self.max_len):
+                chunk = seq[max(0, end - length):end]
+                windows.append(np.pad(chunk, (length - len(chunk), 0)))
+        self.windows_ = np.array(windows, dtype=np.int32)
+
+    def _encoder(self):
+        import keras
+
+        if hasattr(self, "encoder_"):
+            return self.encoder_
+        x = keras.Input(shape=(self.max_len,), dtype="int32")
+        self.item_embedding_ = keras.layers.Embedding(self.n_items_ + 1, self.dim,
+                                                      name="item_embedding")
+        h = self.item_embedding_(x) * np.sqrt(self.dim)
+        h = h + keras.layers.Embedding(self.max_len, self.dim)(
+            keras.ops.arange(self.max_len))[None]
+        h = keras.layers.Dropout(self.dropout, seed=self.seed)(h)
+        keys = keras.ops.cast(keras.ops.greater(x, 0), "bool")
+        causal = keras.ops.tril(keras.ops.ones((self.max_len, self.max_len), dtype="bool"))
+        mask = keras.ops.logical_and(causal[None], keys[:, None, :])
+        for _ in range(self.blocks):
+            a = keras.layers.MultiHeadAttention(self.heads, self.dim // self.heads,
+                                                dropout=self.dropout, seed=self.seed)(
+                h, h, attention_mask=mask)
+            h = keras.layers.LayerNormalization()(h + a)
+            f = keras.layers.Dense(self.dim, activation="relu", kernel_initializer="he_normal")(h)
+            f = keras.layers.Dropout(self.dropout, seed=self.seed)(keras.layers.Dense(self.dim)(f))
+            h = keras.layers.LayerNormalization()(h + f)
+        self.encoder_ = keras.Model(x, h)
+        return self.encoder_
+
+    def _build(self):
+        import keras
+
+        encoder = self._encoder()
+        x = keras.Input(shape=(self.max_len,), dtype="int32")
+        y = keras.Input(shape=(self.max_len,), dtype="int32")
+        n = keras.Input(shape=(self.negatives,), dtype="int32")
+        h = encoder(x)
+        pos = keras.ops.sum(h * self.item_embedding_(y), axis=-1, keepdims=True)
+        neg = keras.ops.einsum("bld,bnd->bln", h, self.item_embedding_(n))
+        model = keras.Model([x, y, n], keras.ops.concatenate([pos, neg], axis=-1))
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    def _train_epoch(self):
+        w = self.windows_[self.rng_.permutation(len(self.windows_))]
+        x, y = w[:, :-1], w[:, 1:]
+        neg = self.rng_.integers(1, self.n_items_ + 1, (len(w), self.negatives)).astype(np.int32)
+        weight = (y > 0).astype(np.float32)
+        return self._fit_arrays([x, y, neg], np.zeros_like(y), sample_weight=weight)
+
+    def _after_fit(self):
+        self.item_vectors_ = self.item_embedding_.get_weights()[0][1:]
+
+    def _score(self, users):
+        x = np.zeros((len(users), self.max_len), dtype=np.int32)
+        for row, u in enumerate(users):
+            seq = self.histories_[u][-self.max_len:]
+            if len(seq):
+                x[row, -len(seq):] = seq
+        h = self._encoder().predict(x, batch_size=1024, verbose=0)[:, -1]
+        return h @ self.item_vectors_.T
+
+
+class SourceLSTM(KerasRecommender):
+    """The source article's chapter-5 model, with ids fed correctly.
+
+    ``[user, item]`` (as integer indices in one shared vocabulary) pass through an
+    ``Embedding``, an ``LSTM`` over that sequence of length two, and a ``Dense`` layer that
+    regresses the min-max-normalised log quantity bought. It is trained only on observed
+    pairs, so nothing teaches it which items a user would *not* buy.
+    """
+
+    def __init__(self, dim: int = 32, units: int = 32, epochs: int = 5,
+                 batch_size: int = 1024, learning_rate: float = 1e-3, patience: int = 2,
+                 seed: int = 0) -> None:
+        self.dim, self.units, self.epochs, self.batch_size = dim, units, epochs, batch_size
+        self.learning_rate, self.patience, self.seed = learning_rate, patience, seed
+
+    def _prepare(self, frame, counts):
+        self.n_users_, self.n_items_ = counts.shape
+        qty = frame.groupby(["u", "i"])["quantity"].sum() if "quantity" in frame else \
+            frame.groupby(["u", "i"]).size()
+        rating = np.log1p(qty.to_numpy(dtype=float))
+        self.pairs_ = np.c_[qty.index.get_level_values(0),
+                            self.n_users_ + qty.index.get_level_values(1)].astype(np.int32)
+        self.rating_ = ((rating - rating.min()) / max(rating.max() - rating.min(), 1e-12)
+                        ).astype(np.float32)
+
+    def _build(self):
+        import keras
+
+        model = keras.Sequential([
+            keras.Input(shape=(2,), dtype="int32"),
+            keras.layers.Embedding(self.n_users_ + self.n_items_, self.dim),
+            keras.layers.LSTM(self.units),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ])
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="mse")
+        return model
+
+    def _train_epoch(self):
+        order = self.rng_.permutation(len(self.rating_))
+        return self._fit_arrays(self.pairs_[order], self.rating_[order])
+
+    def _score(self, users):
+        pairs = np.c_[np.repeat(users, self.n_items_),
+                      np.tile(self.n_users_ + np.arange(self.n_items_), len(users))]
+        out = self.model_.predict(pairs.astype(np.int32), batch_size=1 << 15, verbose=0)
+        return np.asarray(out, dtype=np.float32).reshape(len(users), self.n_items_)

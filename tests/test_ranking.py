@@ -1,0 +1,96 @@
+"""companion.ranking: the evaluation protocol and full-ranking metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import ndcg_score
+
+from companion import ranking
+
+
+def _frame(rows):
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    return frame
+
+
+@pytest.fixture
+def task():
+    train = _frame([(1, "a", "2011-01-01"), (1, "b", "2011-01-02"), (2, "c", "2011-01-03"),
+                    (3, "a", "2011-01-04")])
+    window = _frame([(1, "a", "2011-02-01"), (1, "d", "2011-02-01"), (2, "c", "2011-02-02"),
+                     (4, "a", "2011-02-03")])
+    return ranking.RankingTask.from_split(train, window)
+
+
+def test_tasks_by_hand(task):
+    assert task.truth["all"].to_dict() == {1: {"a", "d"}, 2: {"c"}}  # user 4 is unknown
+    assert task.truth["new"].to_dict() == {1: {"d"}}                 # user 2 only repeats
+    assert task.users("new").tolist() == [1]
+
+
+def test_task_rejects_overlapping_windows():
+    train = _frame([(1, "a", "2011-02-05")])
+    window = _frame([(1, "a", "2011-02-01")])
+    with pytest.raises(ValueError, match="after the last training"):
+        ranking.RankingTask.from_split(train, window)
+    with pytest.raises(ValueError, match="no user of the window"):
+        ranking.RankingTask.from_split(_frame([(1, "a", "2011-01-01")]),
+                                       _frame([(9, "a", "2011-02-01")]))
+
+
+def test_metrics_by_hand():
+    hits = np.array([[0, 1, 0], [1, 0, 1], [0, 0, 0]], dtype=bool)
+    out = ranking.metrics_from_hits(hits, np.array([1, 4, 2]))
+    assert out["Recall"].tolist() == [1.0, 0.5, 0.0]
+    assert out["HitRate"].tolist() == [1.0, 1.0, 0.0]
+    assert out["MRR"].tolist() == [0.5, 1.0, 0.0]
+    assert out.loc[0, "NDCG"] == pytest.approx(1 / np.log2(3))
+    ideal = 1 + 1 / np.log2(3) + 1 / np.log2(4)
+    assert out.loc[1, "NDCG"] == pytest.approx((1 + 1 / np.log2(4)) / ideal)
+    assert out.loc[1, "MAP"] == pytest.approx((1 + 2 / 3) / 3)
+    assert out.loc[0, "MAP"] == pytest.approx(0.5)
+
+
+def test_ndcg_matches_sklearn():
+    rng = np.random.default_rng(0)
+    relevance = (rng.random((50, 40)) < 0.1).astype(float)
+    relevance[relevance.sum(axis=1) == 0, 0] = 1.0
+    scores = rng.random((50, 40))
+    k = 10
+    top = np.argsort(-scores, axis=1)[:, :k]
+    hits = np.take_along_axis(relevance, top, axis=1).astype(bool)
+    ours = ranking.metrics_from_hits(hits, relevance.sum(axis=1))["NDCG"]
+    theirs = [ndcg_score(relevance[i:i + 1], scores[i:i + 1], k=k) for i in range(50)]
+    np.testing.assert_allclose(ours, theirs)
+
+
+def test_metric_input_checks():
+    with pytest.raises(ValueError, match="at least one relevant"):
+        ranking.metrics_from_hits(np.zeros((1, 3), bool), np.array([0]))
+    with pytest.raises(ValueError, match="rows"):
+        ranking.hits_matrix(np.array([["a"]]), pd.Series([{"a"}, {"b"}]))
+
+
+class _Fixed:
+    """A stand-in recommender that returns fixed lists."""
+
+    def recommend(self, users, k=10, exclude_seen=True):
+        lists = {1: ["d", "a"], 2: ["c", "b"]} if not exclude_seen else {1: ["b", "d"]}
+        return np.array([lists[u][:k] for u in users])
+
+
+def test_evaluate_and_summarise(task):
+    result = ranking.evaluate(_Fixed(), task, k=2)
+    assert result["all"]["Recall"].tolist() == [1.0, 1.0]
+    assert result["new"]["MRR"].tolist() == [0.5]
+    assert result["all"].attrs["coverage"] == 1.0  # a, b, c; d is not in the catalogue
+    summary = ranking.summarise(result, n_boot=20)
+    assert summary.loc["all", "Recall"] == 1.0
+    assert summary.loc["all", "Recall low"] <= 1.0 <= summary.loc["all", "Recall high"]
+    table = ranking.results_table({"fixed": summary}, metric="MRR", digits=2)
+    assert table.loc["fixed", "new"] == "0.50 [0.50, 0.50]"
+    with pytest.raises(ValueError, match="metric"):
+        ranking.results_table({"fixed": summary}, metric="AUC")

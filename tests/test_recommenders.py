@@ -1,0 +1,138 @@
+"""Every recommender follows the protocol and learns the tastes planted in the synthetic shop."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from companion import data, deep, preprocessing, ranking  # noqa: E402
+from companion import recommenders as rec  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def world():
+    frame, truth = data.synthetic_shop(n_customers=200, n_products=150, months=12, seed=11,
+                                       return_truth=True)
+    clean = preprocessing.clean_transactions(frame)
+    interactions = preprocessing.to_interactions(clean.transactions)
+    split = preprocessing.split_by_time(interactions, "2011-10-01", validation_days=30)
+    desc = clean.transactions.drop_duplicates("stock_code").set_index("stock_code")["description"]
+    country = clean.transactions.drop_duplicates("customer_id").set_index("customer_id")["country"]
+    return {"train": pd.concat([split.train, split.validation]), "split": split,
+            "truth": truth, "desc": desc, "country": country}
+
+
+FACTORIES = {
+    "popularity": lambda w: rec.Popularity(),
+    "recent popularity": lambda w: rec.Popularity(window_days=60),
+    "repeat-buy": lambda w: rec.RepeatBuy(half_life_days=60),
+    "item-kNN": lambda w: rec.ItemKNN(neighbours=30, shrinkage=5),
+    "EASE": lambda w: rec.EASE(l2=50),
+    "blend": lambda w: rec.Blend(rec.EASE(l2=50), weight=0.5),
+    "MF": lambda w: deep.MatrixFactorization(dim=16, epochs=20, batch_size=256,
+                                             learning_rate=0.01),
+    "NeuMF": lambda w: deep.NeuMF(dim=8, hidden=(16,), epochs=8, batch_size=256,
+                                  learning_rate=0.01),
+    "two-tower": lambda w: deep.TwoTower(dim=16, item_text=w["desc"],
+                                         user_context=w["country"], epochs=15,
+                                         batch_size=256, learning_rate=0.01),
+    "SASRec": lambda w: deep.SASRec(dim=16, blocks=1, heads=1, max_len=20, negatives=20,
+                                    epochs=20, batch_size=32, learning_rate=0.01),
+    "source LSTM": lambda w: deep.SourceLSTM(dim=8, units=8, epochs=2),
+}
+#: models that must learn the planted category tastes (the rest cannot by design)
+LEARNERS = ["item-kNN", "EASE", "blend", "MF", "NeuMF", "two-tower", "SASRec"]
+
+
+@pytest.fixture(scope="module")
+def fitted(world):
+    return {name: make(world).fit(world["train"]) for name, make in FACTORIES.items()}
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_protocol(fitted, world, name):
+    model = fitted[name]
+    users = world["train"]["user_id"].unique()[:25]
+    top = model.recommend(users, k=5, exclude_seen=True)
+    assert top.shape == (25, 5)
+    assert set(top.ravel()) <= set(model.items_)
+    bought = {u: set(g) for u, g in world["train"].groupby("user_id")["item_id"]}
+    for user, row in zip(users, top, strict=True):
+        assert not set(row) & bought[user], f"{name} recommended an item already bought"
+        assert len(set(row)) == 5
+    scores = model.score(users[:3])
+    assert scores.shape == (3, len(model.items_)) and np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_unknown_users_get_popularity(fitted, name):
+    model = fitted[name]
+    unknown = model.recommend(np.array([-1, -2]), k=5)
+    popular = fitted["popularity"].recommend(np.array([-1]), k=5)
+    assert (unknown == popular[0]).all()
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_learns_planted_tastes(fitted, world, name):
+    """Recommended new items fall in each customer's favourite category far more often
+    than popularity's do."""
+    truth = world["truth"]
+    category = truth.products.set_index("StockCode")["category"]
+    favourite = truth.customers.set_index("CustomerID")["favourite_category"]
+    users = np.array(sorted(set(world["train"]["user_id"]) & set(favourite.index)))
+
+    def share(model):
+        top = model.recommend(users, k=10, exclude_seen=True)
+        return np.mean([category.get(i) == favourite[u]
+                        for u, row in zip(users, top, strict=True) for i in row])
+
+    assert share(fitted[name]) > share(fitted["popularity"]) + 0.1
+
+
+def test_keras_early_stopping_on_validation(world):
+    split = world["split"]
+    model = deep.MatrixFactorization(dim=8, epochs=6, learning_rate=0.02, patience=2)
+    model.fit(split.train, validation=split.validation)
+    assert 1 <= model.best_epoch_ <= len(model.history_) <= 6
+    assert all("validation NDCG@10" in row for row in model.history_)
+    assert model.n_parameters() > 0
+
+
+def test_bad_input(fitted, world):
+    model = fitted["EASE"]
+    with pytest.raises(ValueError, match="exceeds the catalogue"):
+        model.recommend(np.array([1]), k=10_000)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        model.recommend(np.array([1]), k=0)
+    with pytest.raises(ValueError, match="1-D"):
+        model.recommend(np.array([[1, 2]]), k=3)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        rec.EASE().recommend(np.array([1]))
+    with pytest.raises(ValueError, match="'timestamp'"):
+        rec.ItemKNN().fit(world["train"].drop(columns="timestamp"))
+    with pytest.raises(ValueError, match="l2 must be positive"):
+        rec.EASE(l2=0).fit(world["train"])
+    with pytest.raises(ValueError, match="half_life_days"):
+        rec.RepeatBuy(half_life_days=-1).fit(world["train"])
+
+
+def test_repeat_buy_ranks_own_items_first(fitted, world):
+    model = fitted["repeat-buy"]
+    user = world["train"]["user_id"].value_counts().index[0]
+    own = set(world["train"].loc[world["train"]["user_id"] == user, "item_id"])
+    top = model.recommend(np.array([user]), k=5, exclude_seen=False)[0]
+    assert set(top) <= own
+
+
+def test_evaluation_on_synthetic_time_split(fitted, world):
+    task = ranking.RankingTask.from_time_split(world["split"], "validation")
+    model = rec.EASE(l2=50).fit(task.train)
+    result = ranking.evaluate(model, task, k=10)
+    assert set(result) == {"all", "new"}
+    assert result["all"]["NDCG"].between(0, 1).all()
