@@ -251,3 +251,33 @@ def plot_roc_pr(y_true, scores: dict[str, np.ndarray], axes=None):
         ax.legend(fontsize=8, frameon=False)
         ax.spines[["top", "right"]].set_visible(False)
     return axes
+
+
+def plot_model_comparison(summaries: dict[str, pd.DataFrame], metric: str = "NDCG",
+                          axes=None):
+    """Horizontal bars of ``metric`` with 95% intervals, one panel per task.
+
+    ``summaries`` maps a model name to the frame returned by
+    :func:`companion.ranking.summarise`.
+    """
+    if not summaries:
+        raise ValueError("summaries is empty.")
+    tasks = list(next(iter(summaries.values())).index)
+    if axes is None:
+        _, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 0.45 * len(summaries)
+                                                        + 1.2), layout="constrained")
+    axes = np.atleast_1d(axes)
+    names = list(summaries)
+    for ax, task in zip(axes, tasks, strict=True):
+        mean = np.array([summaries[m].loc[task, metric] for m in names], dtype=float)
+        low = np.array([summaries[m].loc[task, f"{metric} low"] for m in names], dtype=float)
+        high = np.array([summaries[m].loc[task, f"{metric} high"] for m in names], dtype=float)
+        y = np.arange(len(names))
+        ax.barh(y, mean, xerr=[mean - low, high - mean], color="tab:blue", alpha=0.8,
+                capsize=3)
+        ax.set_yticks(y, names)
+        ax.invert_yaxis()
+        ax.set_title(f"task: {task}", fontsize=10)
+        ax.set_xlabel(f"{metric}@10 (95% CI)")
+        ax.spines[["top", "right"]].set_visible(False)
+    return axes

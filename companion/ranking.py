@@ -196,3 +196,37 @@ def results_table(summaries: dict[str, pd.DataFrame], metric: str = "NDCG",
             for task, row in summary.iterrows()
         }
     return pd.DataFrame(table).T
+
+
+def grid_search(factory, grid: dict[str, list], task: RankingTask, *, k: int = 10,
+                metric: str = "NDCG", tasks: tuple[str, ...] = ("all", "new")) -> pd.DataFrame:
+    """Fit ``factory(**params)`` for every combination of ``grid`` on ``task.train``.
+
+    Returns one row per combination with the mean ``metric``@k on each task (columns named
+    by task), so that each task can pick its own best parameters (see :func:`best_params`).
+    Tune on a validation window, never on the test window.
+    """
+    import itertools
+
+    check_in(metric, METRICS, name="metric")
+    if not grid:
+        raise ValueError("grid is empty.")
+    keys = list(grid)
+    rows = []
+    for values in itertools.product(*(grid[key] for key in keys)):
+        params = dict(zip(keys, values, strict=True))
+        model = factory(**params).fit(task.train)
+        result = evaluate(model, task, k=k, tasks=tasks)
+        rows.append({**params, **{name: frame[metric].mean() for name, frame in result.items()}})
+    return pd.DataFrame(rows)
+
+
+def best_params(results: pd.DataFrame, task: str) -> dict:
+    """The parameter combination of :func:`grid_search` with the best score on ``task``."""
+    if task not in results.columns:
+        raise ValueError(f"results have no column {task!r}.")
+    params = [c for c in results.columns if c not in ("all", "new")]
+    best = results[task].idxmax()
+    # read column by column so that integer parameters stay integers
+    return {key: (results.at[best, key].item() if hasattr(results.at[best, key], "item")
+                  else results.at[best, key]) for key in params}

@@ -94,3 +94,34 @@ def test_evaluate_and_summarise(task):
     assert table.loc["fixed", "new"] == "0.50 [0.50, 0.50]"
     with pytest.raises(ValueError, match="metric"):
         ranking.results_table({"fixed": summary}, metric="AUC")
+
+
+def test_grid_search_and_best_params(task):
+    from companion import recommenders as rec
+
+    results = ranking.grid_search(lambda half_life_days: rec.RepeatBuy(half_life_days),
+                                  {"half_life_days": [10.0, 100.0]}, task, k=2)
+    assert list(results.columns) == ["half_life_days", "all", "new"]
+    assert len(results) == 2
+    assert ranking.best_params(results, "all")["half_life_days"] in (10.0, 100.0)
+    mixed = pd.DataFrame({"n": [5, 50], "x": [0.1, 0.2], "all": [0.3, 0.4]})
+    best = ranking.best_params(mixed, "all")
+    assert best == {"n": 50, "x": 0.2} and isinstance(best["n"], int)
+    with pytest.raises(ValueError, match="no column"):
+        ranking.best_params(results, "other")
+    with pytest.raises(ValueError, match="grid is empty"):
+        ranking.grid_search(rec.RepeatBuy, {}, task)
+
+
+def test_plot_model_comparison(task):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from companion import plotting
+
+    summary = ranking.summarise(ranking.evaluate(_Fixed(), task, k=2), n_boot=10)
+    axes = plotting.plot_model_comparison({"a": summary, "b": summary})
+    assert len(axes) == 2 and len(axes[0].patches) == 2
+    plt.close(axes[0].figure)
