@@ -78,6 +78,23 @@ class KerasRecommender(Recommender):
         return int(sum(np.prod(w.shape) for w in self.model_.trainable_weights))
 
 
+def _predict(model, inputs, batch_size: int = 1 << 15) -> np.ndarray:
+    """Call a Keras model eagerly in chunks.
+
+    ``model.predict`` builds a new traced function whenever the input shape changes, and
+    TensorFlow then prints retracing warnings; scoring calls the model directly instead.
+    """
+    single = not isinstance(inputs, list | tuple)
+    arrays = [inputs] if single else list(inputs)
+    n = len(arrays[0])
+    parts = []
+    for lo in range(0, n, batch_size):
+        chunk = [a[lo:lo + batch_size] for a in arrays]
+        out = model(chunk[0] if single else chunk, training=False)
+        parts.append(np.asarray(out, dtype=np.float32))
+    return np.concatenate(parts) if parts else np.empty((0,), np.float32)
+
+
 def _validation_ndcg(model: Recommender, task) -> float:
     from companion.ranking import evaluate
 
@@ -196,8 +213,7 @@ class NeuMF(KerasRecommender):
         n_items = self.n_items_
         u = np.repeat(users.astype(np.int32), n_items)
         i = np.tile(np.arange(n_items, dtype=np.int32), len(users))
-        out = self.model_.predict([u, i], batch_size=1 << 16, verbose=0)
-        return np.asarray(out, dtype=np.float32).reshape(len(users), n_items)
+        return _predict(self.model_, [u, i], 1 << 16).reshape(len(users), n_items)
 
 
 class TwoTower(KerasRecommender):
@@ -291,10 +307,8 @@ class TwoTower(KerasRecommender):
     def _after_fit(self):
         user_tower, item_tower = self._towers()
         all_users = np.arange(self.n_users_, dtype=np.int32)
-        self.user_vectors_ = user_tower.predict([all_users, self.context_[all_users]],
-                                                batch_size=8192, verbose=0)
-        self.item_vectors_ = item_tower.predict(np.arange(self.n_items_, dtype=np.int32),
-                                                batch_size=8192, verbose=0)
+        self.user_vectors_ = _predict(user_tower, [all_users, self.context_[all_users]], 8192)
+        self.item_vectors_ = _predict(item_tower, np.arange(self.n_items_, dtype=np.int32), 8192)
 
     def _score(self, users):
         return self.user_vectors_[users] @ self.item_vectors_.T
@@ -391,7 +405,7 @@ class SASRec(KerasRecommender):
             seq = self.histories_[u][-self.max_len:]
             if len(seq):
                 x[row, -len(seq):] = seq
-        h = self._encoder().predict(x, batch_size=1024, verbose=0)[:, -1]
+        h = _predict(self._encoder(), x, 1024)[:, -1]
         return h @ self.item_vectors_.T
 
 
@@ -439,5 +453,5 @@ class SourceLSTM(KerasRecommender):
     def _score(self, users):
         pairs = np.c_[np.repeat(users, self.n_items_),
                       np.tile(self.n_users_ + np.arange(self.n_items_), len(users))]
-        out = self.model_.predict(pairs.astype(np.int32), batch_size=1 << 15, verbose=0)
-        return np.asarray(out, dtype=np.float32).reshape(len(users), self.n_items_)
+        out = _predict(self.model_, pairs.astype(np.int32), 1 << 15)
+        return out.reshape(len(users), self.n_items_)
