@@ -149,6 +149,9 @@ def _coerce(series: pd.Series, kind: str, col: str, name: str) -> pd.Series:
     # string
     if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_datetime64_any_dtype(series):
         raise ValueError(f"{where} must hold text, got dtype {series.dtype}.")
+    if isinstance(series.dtype, pd.StringDtype) or pd.api.types.infer_dtype(
+            series, skipna=True) in ("string", "empty"):
+        return series.astype("string")
     non_str = series[series.notna() & ~series.map(lambda v: isinstance(v, str))]
     if len(non_str):
         raise ValueError(

@@ -104,15 +104,10 @@ def roc_auc(y_true: object, y_score: object) -> float:
 def average_precision(y_true: object, y_score: object) -> float:
     r"""Area under the precision-recall curve as a step function,
     :math:`\sum_k (R_k - R_{k-1}) P_k` over score thresholds (scikit-learn's definition)."""
-    t, s = _binary(y_true, y_score, "y_score")
+    t, _ = _binary(y_true, y_score, "y_score")
     if t.sum() == 0:
         raise ValueError("average precision needs at least one positive example.")
-    order = np.argsort(-s, kind="mergesort")
-    s, t = s[order], t[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), t.size - 1]
-    tps = np.cumsum(t)[last]
-    prec = tps / (last + 1)
-    rec = tps / t.sum()
+    prec, rec = precision_recall_curve(y_true, y_score)
     return float(np.sum(np.diff(np.r_[0.0, rec]) * prec))
 
 
