@@ -10,7 +10,6 @@ JB     := $(VENV)/bin/jupyter-book
 
 export TF_ENABLE_ONEDNN_OPTS := 0
 export TF_CPP_MIN_LOG_LEVEL  := 2
-export MPLBACKEND            := Agg
 export PYTHONHASHSEED        := 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)

@@ -1,6 +1,7 @@
 """Check that the built book has an HTML page for every entry of ``_toc.yml``.
 
-Also checks that executed pages hold no error output and that MathJax is served locally.
+Also checks that executed pages hold no error output, that every figure a chapter draws
+(``plt.show()``) appears as an image, and that MathJax is served locally.
 Exit status 1 with a list of problems if anything is missing.
 """
 
@@ -43,6 +44,13 @@ def main() -> int:
             problems.append(f"missing page {page.relative_to(ROOT)} for toc entry {entry!r}")
             continue
         text = page.read_text(encoding="utf-8")
+        source = ROOT / f"{entry}.md"
+        if source.is_file():
+            wanted = source.read_text(encoding="utf-8").count("plt.show()")
+            shown = text.count("<img")
+            if shown < wanted:
+                problems.append(f"{page.relative_to(ROOT)} shows {shown} images but its source "
+                                f"draws {wanted} figures (is matplotlib's inline backend on?)")
         if "output stderr" in text and "Traceback" in text:
             problems.append(f"{page.relative_to(ROOT)} shows a traceback")
         if "cdn.jsdelivr.net/npm/mathjax" in text:
