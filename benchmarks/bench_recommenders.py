@@ -50,8 +50,8 @@ def split_data():
     split = preprocessing.split_by_time(interactions, end - pd.Timedelta(days=30),
                                         validation_days=30)
     task = ranking.RankingTask.from_time_split(split, "test")
-    desc = clean.transactions.drop_duplicates("stock_code").set_index("stock_code")["description"]
-    country = clean.transactions.drop_duplicates("customer_id").set_index("customer_id")["country"]
+    desc = preprocessing.product_descriptions(clean.transactions)
+    country = preprocessing.customer_countries(clean.transactions)
     return shop, task, desc, country
 
 

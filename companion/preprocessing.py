@@ -146,6 +146,32 @@ def clean_transactions(raw: pd.DataFrame) -> CleanResult:
     return CleanResult(finish(frame), finish(returns), report)
 
 
+def product_descriptions(transactions: pd.DataFrame) -> pd.Series:
+    """Stock code -> description, from clean lines (the latest non-missing description).
+
+    Returns a string Series indexed by ``stock_code``; products that never had a
+    description get an empty string, so text features never see a missing value.
+    """
+    frame = check_frame(transactions, {"stock_code": "string", "invoice_date": "datetime"},
+                        name="transactions")
+    if "description" not in frame.columns:
+        raise ValueError("transactions is missing column 'description'.")
+    ordered = frame.sort_values("invoice_date", kind="stable")
+    known = ordered.dropna(subset=["description"]).drop_duplicates("stock_code", keep="last")
+    out = known.set_index("stock_code")["description"].astype("string")
+    codes = pd.Index(frame["stock_code"].unique())
+    return out.reindex(codes).fillna("").sort_index().rename("description")
+
+
+def customer_countries(transactions: pd.DataFrame) -> pd.Series:
+    """Customer id -> country of the customer's latest line (a customer may move)."""
+    frame = check_frame(transactions, {"customer_id": "integer", "invoice_date": "datetime",
+                                       "country": "string"}, name="transactions")
+    latest = frame.sort_values("invoice_date", kind="stable").drop_duplicates(
+        "customer_id", keep="last")
+    return latest.set_index("customer_id")["country"].sort_index().rename("country")
+
+
 def iqr_bounds(values: pd.Series, k: float = 1.5) -> tuple[float, float]:
     """Tukey's fences: ``(Q1 - k IQR, Q3 + k IQR)`` of ``values``."""
     series = pd.Series(values, dtype=float).dropna()

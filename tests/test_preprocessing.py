@@ -306,3 +306,22 @@ def test_shoppers_features():
         preprocessing.shoppers_features(_sessions().assign(Month="Jan"))
     with pytest.raises(ValueError, match="'Revenue'"):
         preprocessing.shoppers_features(_sessions().drop(columns="Revenue"))
+
+
+def test_product_descriptions_and_countries():
+    raw = _lines([
+        ("536365", "85123A", 6, "2010-12-01 08:26", 2.55, 17850.0),
+        ("536366", "85123A", 6, "2010-12-02 08:26", 2.55, 17850.0),
+        ("536367", "71053", 6, "2010-12-03 08:26", 3.39, 13047.0),
+    ])
+    raw["Description"] = pd.array(["OLD NAME", "NEW NAME", None], dtype="string")
+    raw["Country"] = ["France", "Germany", "EIRE"]
+    clean = preprocessing.clean_transactions(raw).transactions
+    desc = preprocessing.product_descriptions(clean)
+    assert desc.to_dict() == {"71053": "", "85123A": "NEW NAME"}
+    countries = preprocessing.customer_countries(clean)
+    assert countries.to_dict() == {13047: "EIRE", 17850: "Germany"}
+    with pytest.raises(ValueError, match="'description'"):
+        preprocessing.product_descriptions(clean.drop(columns="description"))
+    with pytest.raises(ValueError, match="'country'"):
+        preprocessing.customer_countries(clean.drop(columns="country"))

@@ -22,8 +22,8 @@ def world():
     clean = preprocessing.clean_transactions(frame)
     interactions = preprocessing.to_interactions(clean.transactions)
     split = preprocessing.split_by_time(interactions, "2011-10-01", validation_days=30)
-    desc = clean.transactions.drop_duplicates("stock_code").set_index("stock_code")["description"]
-    country = clean.transactions.drop_duplicates("customer_id").set_index("customer_id")["country"]
+    desc = preprocessing.product_descriptions(clean.transactions)
+    country = preprocessing.customer_countries(clean.transactions)
     return {"train": pd.concat([split.train, split.validation]), "split": split,
             "truth": truth, "desc": desc, "country": country}
 
