@@ -12,6 +12,8 @@ export TF_ENABLE_ONEDNN_OPTS := 0
 export TF_CPP_MIN_LOG_LEVEL  := 2
 export PYTHONHASHSEED        := 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# trained-model results shared by nbval and the book build (keyed by code and data hash)
+export COMPANION_RESULTS_CACHE := $(abspath _build/results_cache)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: install book test lint unit nbval book-strict check-pages check-render clean

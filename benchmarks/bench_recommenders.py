@@ -36,8 +36,10 @@ def models(epochs: int, desc: pd.Series, country: pd.Series) -> dict:
         "EASE": lambda: rec.EASE(l2=400),
         "MF (BPR)": lambda: deep.MatrixFactorization(epochs=epochs),
         "NeuMF": lambda: deep.NeuMF(epochs=epochs),
-        "two-tower": lambda: deep.TwoTower(item_text=desc, user_context=country, epochs=epochs),
-        "SASRec": lambda: deep.SASRec(epochs=epochs),
+        "two-tower": lambda: deep.TwoTower(item_text=desc, user_context=country, epochs=epochs,
+                                           batch_size=2048),
+        "SASRec": lambda: deep.SASRec(dim=32, blocks=1, max_len=30, negatives=100,
+                                      batch_size=256, windows_per_user=3, epochs=epochs),
         "source LSTM": lambda: deep.SourceLSTM(epochs=epochs),
     }
 

@@ -232,30 +232,38 @@ class EASE(Recommender):
 
 
 class Blend(Recommender):
-    """``weight`` x repeat-buy score + rank-normalised scores of another fitted model.
+    """``weight`` x a base recommender's score + rank-normalised scores of a learned model.
 
-    Both parts are fitted on the same interactions. The repeat part is scaled to [0, 1]
-    per user, the model part is turned into percentiles, so ``weight`` is interpretable:
-    above 1 every past item outranks every new one.
+    The base defaults to :class:`RepeatBuy` (the customer's own past items); a
+    :class:`Popularity` base over a recent window blends in what is selling now. Both parts
+    are fitted on the same interactions. The base part is scaled to [0, 1] per user, the
+    model part is turned into percentiles, so ``weight`` is interpretable: with a repeat-buy
+    base and ``weight`` above 1 every past item outranks every new one.
     """
 
     def __init__(self, model: Recommender, weight: float = 0.5,
-                 half_life_days: float = 90.0) -> None:
+                 half_life_days: float = 90.0, base: Recommender | None = None) -> None:
         self.model = model
         self.weight = weight
         self.half_life_days = half_life_days
+        self.base = base
 
     def _fit(self, frame, counts):
-        self.repeat_ = RepeatBuy(self.half_life_days).fit(frame.drop(columns=["u", "i"]))
+        plain = frame.drop(columns=["u", "i"])
+        base = self.base if self.base is not None else RepeatBuy(self.half_life_days)
+        self.base_ = base.fit(plain) if not hasattr(base, "seen_") else base
         if not hasattr(self.model, "seen_"):
-            self.model.fit(frame.drop(columns=["u", "i"]))
-        if not np.array_equal(self.model.items_, self.items_):
-            raise ValueError("the blended model was fitted on a different catalogue.")
+            self.model.fit(plain)
+        for part in (self.model, self.base_):
+            if not np.array_equal(part.items_, self.items_):
+                raise ValueError(f"the blended {type(part).__name__} was fitted on a different "
+                                 "catalogue.")
 
     def _score(self, users):
         ids = self.user_encoder_.classes_.to_numpy()[users]
-        repeat = self.repeat_.score(ids)
-        repeat = repeat / np.maximum(repeat.max(axis=1, keepdims=True), 1e-12)
+        base = self.base_.score(ids)
+        base = base - base.min(axis=1, keepdims=True)
+        base = base / np.maximum(base.max(axis=1, keepdims=True), 1e-12)
         model = self.model.score(ids)
         ranks = np.argsort(np.argsort(model, axis=1), axis=1) / model.shape[1]
-        return self.weight * repeat + ranks.astype(np.float32)
+        return self.weight * base + ranks.astype(np.float32)

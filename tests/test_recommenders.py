@@ -35,6 +35,8 @@ FACTORIES = {
     "item-kNN": lambda w: rec.ItemKNN(neighbours=30, shrinkage=5),
     "EASE": lambda w: rec.EASE(l2=50),
     "blend": lambda w: rec.Blend(rec.EASE(l2=50), weight=0.5),
+    "blend on recent popularity": lambda w: rec.Blend(rec.EASE(l2=50), weight=0.5,
+                                                      base=rec.Popularity(window_days=60)),
     "MF": lambda w: deep.MatrixFactorization(dim=16, epochs=20, batch_size=256,
                                              learning_rate=0.01),
     "NeuMF": lambda w: deep.NeuMF(dim=8, hidden=(16,), epochs=8, batch_size=256,
@@ -42,12 +44,19 @@ FACTORIES = {
     "two-tower": lambda w: deep.TwoTower(dim=16, item_text=w["desc"],
                                          user_context=w["country"], epochs=15,
                                          batch_size=256, learning_rate=0.01),
+    "two-tower (recency-weighted)": lambda w: deep.TwoTower(
+        dim=16, item_text=w["desc"], user_context=w["country"], epochs=15, batch_size=256,
+        learning_rate=0.01, half_life_days=60),
     "SASRec": lambda w: deep.SASRec(dim=16, blocks=1, heads=1, max_len=20, negatives=20,
                                     epochs=20, batch_size=32, learning_rate=0.01),
+    "SASRec (full softmax)": lambda w: deep.SASRec(dim=16, blocks=1, heads=1, max_len=20,
+                                                   negatives=None, epochs=20, batch_size=32,
+                                                   learning_rate=0.01),
     "source LSTM": lambda w: deep.SourceLSTM(dim=8, units=8, epochs=2),
 }
 #: models that must learn the planted category tastes (the rest cannot by design)
-LEARNERS = ["item-kNN", "EASE", "blend", "MF", "NeuMF", "two-tower", "SASRec"]
+LEARNERS = ["item-kNN", "EASE", "blend", "blend on recent popularity", "MF", "NeuMF",
+            "two-tower", "two-tower (recency-weighted)", "SASRec"]
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +145,45 @@ def test_evaluation_on_synthetic_time_split(fitted, world):
     result = ranking.evaluate(model, task, k=10)
     assert set(result) == {"all", "new"}
     assert result["all"]["NDCG"].between(0, 1).all()
+
+
+def test_blend_mixes_base_and_model(world):
+    train = world["train"]
+    ease = rec.EASE(l2=50).fit(train)
+    users = train["user_id"].unique()[:20]
+    # a weight of 0 keeps the model's ranking; a huge weight keeps the base's top items
+    only_model = rec.Blend(ease, weight=0.0, base=rec.Popularity()).fit(train)
+    assert (only_model.recommend(users, k=5) == ease.recommend(users, k=5)).all()
+    pop = rec.Popularity().fit(train)
+    only_base = rec.Blend(ease, weight=1e6, base=rec.Popularity()).fit(train)
+    assert (only_base.recommend(users, k=1) == pop.recommend(users, k=1)).all()
+    other = rec.EASE(l2=50).fit(train[train["item_id"] != train["item_id"].iloc[0]])
+    with pytest.raises(ValueError, match="different catalogue"):
+        rec.Blend(other, weight=1.0).fit(train)
+
+
+def test_sasrec_rejects_bad_negatives(world):
+    with pytest.raises(ValueError, match="negatives"):
+        deep.SASRec(dim=8, blocks=1, heads=1, max_len=5, negatives=0, epochs=1).fit(
+            world["train"])
+
+
+def test_recency_weights(world):
+    frame = world["train"].assign(u=0, i=0)
+    frame["u"] = frame["user_id"].rank(method="dense").astype(int) - 1
+    frame["i"] = frame["item_id"].rank(method="dense").astype(int) - 1
+    pairs = frame.groupby(["u", "i"])["timestamp"].max().reset_index()
+    users, items = pairs["u"].to_numpy(), pairs["i"].to_numpy()
+    weight = deep._recency_weights(frame, users, items, 30.0)
+    assert weight.mean() == pytest.approx(1.0, rel=1e-5)
+    age = (frame["timestamp"].max() - pairs["timestamp"]).dt.days.to_numpy()
+    # newer pairs weigh more; a pair 30 days older weighs half as much
+    newest, oldest = age.argmin(), age.argmax()
+    assert weight[newest] > weight[oldest]
+    ratio = weight[oldest] / weight[newest]
+    expected = 0.5 ** ((pairs["timestamp"].iloc[newest] - pairs["timestamp"].iloc[oldest])
+                       .total_seconds() / 86400 / 30)
+    assert ratio == pytest.approx(expected, rel=1e-3)
+    assert deep._recency_weights(frame, users, items, None) is None
+    with pytest.raises(ValueError, match="half_life_days"):
+        deep._recency_weights(frame, users, items, -5.0)
