@@ -145,3 +145,75 @@ def future_value(interactions: pd.DataFrame, cutoff: object, horizon_days: int) 
     window = frame[(frame["timestamp"] >= cut) & (frame["timestamp"] < end)]
     spend = window.groupby("user_id")["value"].sum()
     return spend.reindex(pd.Index(known, name="user_id"), fill_value=0.0).rename("future_value")
+
+
+#: RFM segment rules, checked in order on 1-5 recency and frequency scores
+RFM_SEGMENTS = (
+    ("champions", lambda r, f: (r >= 4) & (f >= 4)),
+    ("loyal", lambda r, f: (r >= 3) & (f >= 3)),
+    ("new or promising", lambda r, f: (r >= 4) & (f <= 2)),
+    ("at risk", lambda r, f: (r <= 2) & (f >= 3)),
+    ("hibernating", lambda r, f: (r <= 2) & (f <= 2)),
+    ("needs attention", lambda r, f: np.ones_like(r, dtype=bool)),
+)
+
+
+def rfm_segments(rfm: pd.DataFrame) -> pd.DataFrame:
+    """Quintile scores (1-5, 5 best) and a named segment for each customer.
+
+    Recency scores are reversed (recent buyers score 5). Frequency is ranked before cutting
+    so that ties (many customers with one invoice) do not break the quintiles. Segments
+    follow :data:`RFM_SEGMENTS`.
+    """
+    from companion._checks import check_frame
+
+    frame = check_frame(rfm, {"recency_days": "number", "frequency": "number",
+                              "monetary": "number"}, name="rfm")
+    if len(frame) < 5:
+        raise ValueError(f"rfm has {len(frame)} customers; quintiles need at least 5.")
+
+    def score(values: pd.Series, reverse: bool = False) -> np.ndarray:
+        ranks = values.rank(method="first", ascending=not reverse)
+        return pd.qcut(ranks, 5, labels=False).to_numpy() + 1
+
+    r = score(frame["recency_days"], reverse=True)
+    f = score(frame["frequency"])
+    m = score(frame["monetary"])
+    segment = np.select([rule(r, f) for _, rule in RFM_SEGMENTS],
+                        [n for n, _ in RFM_SEGMENTS], default="needs attention")
+    return pd.DataFrame({"R": r, "F": f, "M": m, "segment": segment}, index=frame.index)
+
+
+def segment_profiles(features: pd.DataFrame, segments: pd.Series, **extra: pd.Series
+                     ) -> pd.DataFrame:
+    """Size and median features per segment (plus the mean of each ``extra`` series)."""
+    if not features.index.equals(segments.index):
+        raise ValueError("features and segments must share the same customer index.")
+    grouped = features.groupby(segments)
+    table = grouped.median(numeric_only=True).add_prefix("median ")
+    table.insert(0, "customers", grouped.size())
+    for name, series in extra.items():
+        table[name] = series.reindex(features.index).groupby(segments).mean()
+    return table.sort_values("customers", ascending=False)
+
+
+def characteristic_items(interactions: pd.DataFrame, groups: pd.Series, n: int = 3,
+                         min_customers: int = 10) -> pd.Series:
+    """For each group of customers, the ``n`` items most over-represented in it.
+
+    Over-representation is the share of the group's customers who bought the item divided
+    by the share of all customers who did (lift), among items bought by at least
+    ``min_customers`` customers of the group.
+    """
+    frame = _check(interactions)
+    pairs = frame[["user_id", "item_id"]].drop_duplicates()
+    pairs = pairs[pairs["user_id"].isin(groups.index)]
+    pairs = pairs.assign(group=groups.reindex(pairs["user_id"]).to_numpy())
+    overall = pairs.groupby("item_id").size() / groups.size
+    out = {}
+    for group, part in pairs.groupby("group"):
+        counts = part.groupby("item_id").size()
+        counts = counts[counts >= min_customers]
+        lift = (counts / (groups == group).sum()) / overall.reindex(counts.index)
+        out[group] = list(lift.sort_values(ascending=False).index[:n])
+    return pd.Series(out, name="characteristic items")

@@ -281,3 +281,111 @@ def plot_model_comparison(summaries: dict[str, pd.DataFrame], metric: str = "NDC
         ax.set_xlabel(f"{metric}@10 (95% CI)")
         ax.spines[["top", "right"]].set_visible(False)
     return axes
+
+
+def plot_rfm_segments(rfm: pd.DataFrame, segments: pd.Series, axes=None):
+    """Recency against frequency coloured by segment (left) and segment sizes (right)."""
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained",
+                               gridspec_kw={"width_ratios": [3, 2]})
+    order = segments.value_counts().index
+    colours = dict(zip(order, plt.get_cmap("tab10").colors, strict=False))
+    rng = np.random.default_rng(0)
+    jitter = rng.uniform(-0.25, 0.25, len(rfm))
+    for name in order:
+        mask = (segments == name).to_numpy()
+        axes[0].scatter(rfm["recency_days"].to_numpy()[mask],
+                        rfm["frequency"].to_numpy()[mask] + jitter[mask],
+                        s=4, alpha=0.5, color=colours[name], label=name)
+    axes[0].set(xlabel="days since last purchase", ylabel="invoices (jittered)", yscale="log")
+    axes[0].legend(fontsize=8, frameon=False, markerscale=3)
+    sizes = segments.value_counts()
+    axes[1].barh(sizes.index, sizes.to_numpy(), color=[colours[n] for n in sizes.index])
+    axes[1].invert_yaxis()
+    axes[1].set_xlabel("customers")
+    for ax in axes:
+        ax.spines[["top", "right"]].set_visible(False)
+    return axes
+
+
+def plot_gap_distribution(days: pd.Series, quantiles=(0.5, 0.75, 0.9), ax: Axes | None = None
+                          ) -> Axes:
+    """Histogram of days between purchases (log x axis) with quantile lines."""
+    ax = _axes(ax, (7, 3.5))
+    values = np.asarray(days, dtype=float)
+    values = values[values > 0]
+    bins = np.logspace(np.log10(max(values.min(), 0.01)), np.log10(values.max()), 60)
+    ax.hist(values, bins=bins, color="tab:blue", alpha=0.8)
+    for q, style in zip(quantiles, (":", "--", "-."), strict=False):
+        v = np.quantile(np.asarray(days, dtype=float), q)
+        ax.axvline(v, color="black", ls=style, label=f"{q:.0%} of gaps < {v:.0f} days")
+    ax.set(xscale="log", xlabel="days between consecutive invoices", ylabel="gaps")
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return ax
+
+
+def plot_calibration(y_true, probas: dict[str, np.ndarray], bins: int = 10,
+                     ax: Axes | None = None) -> Axes:
+    """Reliability diagram: mean predicted probability against observed rate per bin."""
+    ax = _axes(ax, (5, 4.5))
+    y = np.asarray(y_true, dtype=float)
+    for name, p in probas.items():
+        p = np.asarray(p, dtype=float)
+        edges = np.unique(np.quantile(p, np.linspace(0, 1, bins + 1)))
+        idx = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, len(edges) - 2)
+        frame = pd.DataFrame({"bin": idx, "p": p, "y": y}).groupby("bin").mean()
+        ax.plot(frame["p"], frame["y"], marker="o", ms=3, label=name)
+    ax.plot([0, 1], [0, 1], ls=":", color="0.5", label="perfect calibration")
+    ax.set(xlabel="predicted churn probability", ylabel="observed churn rate",
+           xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return ax
+
+
+def plot_gains(y_true, probas: dict[str, np.ndarray], ax: Axes | None = None) -> Axes:
+    """Cumulative gains: share of churners reached against share of customers targeted."""
+    ax = _axes(ax, (5, 4.5))
+    y = np.asarray(y_true, dtype=float)
+    share = np.arange(1, len(y) + 1) / len(y)
+    for name, p in probas.items():
+        order = np.argsort(-np.asarray(p, dtype=float), kind="stable")
+        ax.plot(share, np.cumsum(y[order]) / y.sum(), label=name)
+    ax.plot(share, np.minimum(share / y.mean(), 1.0), ls="--", color="0.3", label="perfect")
+    ax.plot([0, 1], [0, 1], ls=":", color="0.5", label="random")
+    ax.set(xlabel="share of customers targeted (highest risk first)",
+           ylabel="share of churners reached")
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return ax
+
+
+def plot_embedding_map(points: np.ndarray, groups: pd.Series, ax: Axes | None = None) -> Axes:
+    """2-D points (for example PCA of customer embeddings) coloured by group."""
+    ax = _axes(ax, (6, 5))
+    points = np.asarray(points, dtype=float)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) != len(groups):
+        raise ValueError(f"points must have shape ({len(groups)}, 2), got {points.shape}.")
+    for name in sorted(pd.unique(groups), key=str):
+        mask = (groups == name).to_numpy()
+        ax.scatter(points[mask, 0], points[mask, 1], s=4, alpha=0.5, label=str(name))
+    ax.set(xlabel="component 1", ylabel="component 2")
+    ax.legend(fontsize=8, frameon=False, markerscale=3)
+    ax.spines[["top", "right"]].set_visible(False)
+    return ax
+
+
+def plot_scaling(table: pd.DataFrame, x: str, y: str = "validation NDCG@10", *,
+                 by: str = "model", logx: bool = True, ax: Axes | None = None) -> Axes:
+    """``y`` against ``x`` with one line per value of ``by`` (a scaling study)."""
+    ax = _axes(ax, (5.5, 4))
+    for name, part in table.groupby(by, sort=False):
+        part = part.sort_values(x)
+        ax.plot(part[x], part[y], marker="o", label=str(name))
+    if logx:
+        ax.set_xscale("log")
+    ax.set(xlabel=x, ylabel=y)
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return ax

@@ -176,3 +176,61 @@ def test_future_value(tiny):
         behaviour.future_value(tiny, "2011-03-01", 90)
     with pytest.raises(ValueError, match="outside the data"):
         behaviour.rfm_features(tiny, "2012-01-01")
+
+
+def test_rfm_segments_and_profiles():
+    rng = np.random.default_rng(0)
+    n = 200
+    rfm = pd.DataFrame({"recency_days": rng.uniform(0, 400, n),
+                        "frequency": rng.integers(1, 30, n).astype(float),
+                        "monetary": rng.uniform(10, 5000, n)},
+                       index=pd.Index(np.arange(n), name="user_id"))
+    seg = behaviour.rfm_segments(rfm)
+    assert seg[["R", "F", "M"]].isin([1, 2, 3, 4, 5]).all().all()
+    assert (seg["R"].value_counts() == n // 5).all()
+    # the most recent customer scores R=5, the least recent R=1
+    assert seg.loc[rfm["recency_days"].idxmin(), "R"] == 5
+    assert seg.loc[rfm["recency_days"].idxmax(), "R"] == 1
+    champions = seg["segment"] == "champions"
+    assert ((seg.loc[champions, "R"] >= 4) & (seg.loc[champions, "F"] >= 4)).all()
+    assert set(seg["segment"]) <= {name for name, _ in behaviour.RFM_SEGMENTS}
+    flag = pd.Series((rfm["recency_days"] > 200).astype(float), index=rfm.index)
+    table = behaviour.segment_profiles(rfm, seg["segment"], flag=flag)
+    assert table["customers"].sum() == n
+    assert table.loc["hibernating", "flag"] > table.loc["champions", "flag"]
+    with pytest.raises(ValueError, match="at least 5"):
+        behaviour.rfm_segments(rfm.head(3))
+    with pytest.raises(ValueError, match="'monetary'"):
+        behaviour.rfm_segments(rfm.drop(columns="monetary"))
+    with pytest.raises(ValueError, match="same customer index"):
+        behaviour.segment_profiles(rfm, seg["segment"].iloc[1:])
+
+
+def test_characteristic_items(tiny):
+    groups = pd.Series({1: "g1", 2: "g2", 3: "g1"})
+    items = behaviour.characteristic_items(tiny, groups, n=1, min_customers=1)
+    # item b is bought by users 1 and 3 (both g1) only; c and d by user 2 only
+    assert items["g1"] == ["b"]
+    assert items["g2"][0] in {"c", "d"}
+
+
+def test_new_plots():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    p = np.clip(y * 0.3 + rng.uniform(0, 0.7, 300), 0, 1)
+    for ax in (plotting.plot_calibration(y, {"m": p}), plotting.plot_gains(y, {"m": p}),
+               plotting.plot_gap_distribution(pd.Series(rng.exponential(30, 500))),
+               plotting.plot_embedding_map(rng.normal(size=(300, 2)),
+                                           pd.Series(y, name="g"))):
+        assert ax.has_data()
+    rfm = pd.DataFrame({"recency_days": rng.uniform(0, 300, 50),
+                        "frequency": rng.integers(1, 9, 50).astype(float),
+                        "monetary": rng.uniform(1, 100, 50)})
+    axes = plotting.plot_rfm_segments(rfm, behaviour.rfm_segments(rfm)["segment"])
+    assert axes[1].patches
+    scaling = pd.DataFrame({"model": ["a", "a", "b"], "parameters": [10, 100, 10],
+                            "validation NDCG@10": [0.1, 0.2, 0.15]})
+    assert plotting.plot_scaling(scaling, "parameters").get_xscale() == "log"
+    with pytest.raises(ValueError, match="shape"):
+        plotting.plot_embedding_map(np.zeros((3, 3)), pd.Series([1, 2, 3]))
+    plt.close("all")
