@@ -511,8 +511,36 @@ class SourceLSTM(KerasRecommender):
         order = self.rng_.permutation(len(self.rating_))
         return self._fit_arrays(self.pairs_[order], self.rating_[order])
 
+    def _after_fit(self):
+        embedding, lstm, dense = self.model_.layers
+        self.embeddings_ = embedding.get_weights()[0]
+        self.kernel_, self.recurrent_, self.bias_ = lstm.get_weights()
+        self.dense_w_, self.dense_b_ = dense.get_weights()
+        # the second step's input part of the gates, for every item (n_items, 4 * units)
+        self.item_gates_ = self.embeddings_[self.n_users_:] @ self.kernel_
+
     def _score(self, users):
-        pairs = np.c_[np.repeat(users, self.n_items_),
-                      np.tile(self.n_users_ + np.arange(self.n_items_), len(users))]
-        out = _predict(self.model_, pairs.astype(np.int32), 1 << 15)
-        return out.reshape(len(users), self.n_items_)
+        """The network's output for every (user, item) pair, computed in NumPy.
+
+        The LSTM runs over ``[user, item]``: its state after the user step depends on the
+        user only, so the second step needs one ``(users, items, 4 * units)`` sum of a
+        user part and an item part instead of a network call per pair (the same numbers
+        as ``model.predict``, tested).
+        """
+        u = self.units
+
+        def sigmoid(x):
+            return 1.0 / (1.0 + np.exp(-x))
+
+        z = self.embeddings_[users] @ self.kernel_ + self.bias_
+        c1 = sigmoid(z[:, :u]) * np.tanh(z[:, 2 * u:3 * u])
+        h1 = sigmoid(z[:, 3 * u:]) * np.tanh(c1)
+        user_gates = h1 @ self.recurrent_ + self.bias_
+        out = np.empty((len(users), self.n_items_), dtype=np.float32)
+        for lo in range(0, len(users), 64):
+            g = user_gates[lo:lo + 64, None, :] + self.item_gates_[None]
+            c2 = sigmoid(g[..., u:2 * u]) * c1[lo:lo + 64, None] + \
+                sigmoid(g[..., :u]) * np.tanh(g[..., 2 * u:3 * u])
+            h2 = sigmoid(g[..., 3 * u:]) * np.tanh(c2)
+            out[lo:lo + 64] = sigmoid(h2 @ self.dense_w_[:, 0] + self.dense_b_[0])
+        return out

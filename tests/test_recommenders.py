@@ -187,3 +187,12 @@ def test_recency_weights(world):
     assert deep._recency_weights(frame, users, items, None) is None
     with pytest.raises(ValueError, match="half_life_days"):
         deep._recency_weights(frame, users, items, -5.0)
+
+
+def test_source_lstm_fast_scores_match_keras(fitted):
+    model = fitted["source LSTM"]
+    users = np.arange(5)
+    pairs = np.c_[np.repeat(users, model.n_items_),
+                  np.tile(model.n_users_ + np.arange(model.n_items_), len(users))]
+    expected = np.asarray(model.model_(pairs.astype(np.int32), training=False))
+    assert np.allclose(model._score(users), expected.reshape(5, -1), atol=1e-5)
