@@ -351,7 +351,7 @@ def churn_scores(y_true, proba, *, n_boot: int = 500, seed: int = 0) -> pd.Serie
     layout :func:`companion.evaluation.format_ci` turns into text).
     """
     from companion import metrics
-    from companion.evaluation import bootstrap_ci
+    from companion.evaluation import comparison_table
 
     y = np.asarray(y_true)
     p = np.asarray(proba, dtype=float)
@@ -361,11 +361,8 @@ def churn_scores(y_true, proba, *, n_boot: int = 500, seed: int = 0) -> pd.Serie
         raise ValueError("proba must be probabilities in [0, 1] without NaN.")
     fns = {"ROC-AUC": metrics.roc_auc, "PR-AUC": metrics.average_precision,
            "Brier": metrics.brier_score, "base rate": lambda t, _: float(np.mean(t))}
-    out = {}
-    for name, fn in fns.items():
-        est, low, high = bootstrap_ci(fn, y, p, n_boot=n_boot, seed=seed)
-        out[name], out[f"{name} low"], out[f"{name} high"] = est, low, high
-    return pd.Series(out)
+    table = comparison_table(y, {"model": p}, fns, n_boot=n_boot, seed=seed)
+    return table.iloc[0].astype(float).rename(None)
 
 
 def gains_table(y_true, proba, bins: int = 10) -> pd.DataFrame:
