@@ -38,9 +38,12 @@ lint: install
 unit: install
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
+# --book-cache: each chapter whose cells all pass is stored, executed, in the book's
+# jupyter-cache, so book-strict takes it from there instead of executing it again
+# (book/conftest.py, tools/book_cache.py).
 nbval: install
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
-		--nbval-cell-timeout=1800 book
+		--nbval-cell-timeout=1800 --book-cache book
 
 book-strict: install
 	$(JB) build . -W -n --keep-going

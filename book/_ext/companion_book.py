@@ -3,7 +3,10 @@
 * MathJax 3 is served from the book's own ``_static/mathjax`` folder, copied from the
   ``django-static-mathjax`` package, so maths typesets with no network and no CDN.
 * Every executed chapter is offered as an ``.ipynb`` in the page's download menu, so a
-  reader can open it in Jupyter.
+  reader can open it in Jupyter. When myst-nb takes a chapter from the jupyter-cache (as
+  the build does for every chapter nbval has handed over, see ``tools/book_cache.py``), it
+  renders the cached outputs but writes the notebook without them to
+  ``_build/jupyter_execute``; :func:`keep_cached_outputs` makes it write the executed one.
 """
 
 from __future__ import annotations
@@ -52,7 +55,37 @@ def _offer_ipynb(app: Sphinx, pagename: str, templatename: str, context: dict, d
     context["ipynb_source"] = f"{pagename}.ipynb"
 
 
+def keep_cached_outputs() -> None:
+    """Make myst-nb write the executed notebook when it takes a chapter from the cache.
+
+    On a cache hit myst-nb 1.x (``NotebookClientCache.start_client``) merges the cached
+    outputs into a copy of the notebook and renders that copy, but then writes the original,
+    output-less notebook to ``_build/jupyter_execute/<page>.ipynb``, the file offered for
+    download. Copy the merged notebook back into the original, so both agree.
+    """
+    try:
+        from myst_nb.core.execute.cache import NotebookClientCache
+    except ImportError:  # pragma: no cover - another myst-nb layout: nothing to patch
+        return
+    start = NotebookClientCache.start_client
+    if getattr(start, "keeps_cached_outputs", False):
+        return
+
+    def start_client(self) -> None:
+        notebook = getattr(self, "_notebook", None)
+        start(self)
+        merged = getattr(self, "_notebook", None)
+        if notebook is not None and merged is not None and merged is not notebook:
+            notebook.clear()  # taken from the cache: the original gets the outputs
+            notebook.update(merged)
+            self._notebook = notebook
+
+    start_client.keeps_cached_outputs = True
+    NotebookClientCache.start_client = start_client
+
+
 def setup(app: Sphinx) -> dict:
+    keep_cached_outputs()
     app.connect("config-inited", _config_inited, priority=900)
     app.connect("html-page-context", _offer_ipynb, priority=400)
     app.connect("build-finished", _copy_mathjax)
