@@ -71,6 +71,13 @@ class KerasRecommender(Recommender):
     def _after_fit(self) -> None:
         """Cache what scoring needs (for example item vectors)."""
 
+    def partial_fit(self, interactions: pd.DataFrame, epochs: int = 1):
+        """Warm start: train ``epochs`` more epochs on new interactions only, starting from
+        the fitted weights (see :meth:`Recommender.partial_fit`)."""
+        check_positive_int(epochs, name="epochs")
+        self._partial_epochs = epochs
+        return super().partial_fit(interactions)
+
     def _fit_arrays(self, inputs, targets, sample_weight=None) -> float:
         hist = self.model_.fit(inputs, targets, sample_weight=sample_weight,
                                batch_size=self.batch_size, epochs=1, verbose=0, shuffle=False)
@@ -256,64 +263,122 @@ class TwoTower(KerasRecommender):
     def __init__(self, dim: int = 64, item_text: pd.Series | None = None,
                  user_context: pd.Series | None = None, temperature: float = 0.1,
                  epochs: int = 30, batch_size: int = 1024, learning_rate: float = 5e-3,
-                 patience: int = 3, half_life_days: float | None = None, seed: int = 0) -> None:
+                 patience: int = 3, half_life_days: float | None = None,
+                 spare_users: int = 0, spare_items: int = 0, seed: int = 0) -> None:
         self.half_life_days = half_life_days
         self.dim, self.item_text, self.user_context = dim, item_text, user_context
         self.temperature, self.epochs, self.batch_size = temperature, epochs, batch_size
         self.learning_rate, self.patience, self.seed = learning_rate, patience, seed
+        self.spare_users, self.spare_items = spare_users, spare_items
 
     def _prepare(self, frame, counts):
         from sklearn.feature_extraction.text import CountVectorizer
 
+        for name in ("spare_users", "spare_items"):
+            check_positive_int(getattr(self, name), name=name, minimum=0)
+        for stale in ("towers_", "model_"):  # a refit builds new towers
+            self.__dict__.pop(stale, None)
         self.users_, self.items_pos_ = _positives(counts)
         self.n_users_, self.n_items_ = counts.shape
+        self.capacity_ = (self.n_users_ + self.spare_users, self.n_items_ + self.spare_items)
         self.pair_weight_ = _recency_weights(frame, self.users_, self.items_pos_,
                                              self.half_life_days)
-        text = (self.item_text if self.item_text is not None else pd.Series(dtype=str))
-        docs = text.reindex(self.items_).fillna("").astype(str)
+        docs = self._docs(self.items_)
         vec = CountVectorizer(min_df=2, binary=True)
         try:
             vec.fit(docs)
-            vocab = vec.vocabulary_
+            self.vocabulary_ = vec.vocabulary_
         except ValueError:  # no vocabulary (no text given)
-            vocab = {}
-        analyse = vec.build_analyzer()
-        tokens = [[vocab[w] + 1 for w in dict.fromkeys(analyse(d)) if w in vocab][:_MAX_WORDS]
-                  for d in docs]
-        self.n_words_ = len(vocab) + 1
-        self.tokens_ = np.zeros((self.n_items_, _MAX_WORDS), dtype=np.int32)
-        for row, ids in enumerate(tokens):
-            self.tokens_[row, :len(ids)] = ids
-        context = (self.user_context if self.user_context is not None else pd.Series(dtype=str))
-        ctx = context.reindex(self.user_encoder_.classes_).fillna("unknown").astype(str)
+            self.vocabulary_ = {}
+        self.n_words_ = len(self.vocabulary_) + 1
+        self.tokens_ = self._tokens(docs)
+        ctx = self._contexts(self.user_encoder_.classes_)
         self.context_values_ = np.array(sorted(set(ctx) | {"unknown"}))
-        self.context_ = np.searchsorted(self.context_values_, ctx.to_numpy()).astype(np.int32)
+        self.context_ = np.searchsorted(self.context_values_, ctx).astype(np.int32)
         freq = np.bincount(self.items_pos_, minlength=self.n_items_) + 1.0
         self.log_q_ = np.log(freq / freq.sum()).astype(np.float32)
+
+    def _docs(self, items) -> pd.Series:
+        text = (self.item_text if self.item_text is not None else pd.Series(dtype=str))
+        return text.reindex(items).fillna("").astype(str)
+
+    def _tokens(self, docs: pd.Series) -> np.ndarray:
+        """Word ids (1-based, 0 = padding) of each description, at most ``_MAX_WORDS``."""
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        analyse = CountVectorizer(binary=True).build_analyzer()
+        vocab = self.vocabulary_
+        out = np.zeros((len(docs), _MAX_WORDS), dtype=np.int32)
+        for row, doc in enumerate(docs):
+            ids = [vocab[w] + 1 for w in dict.fromkeys(analyse(doc)) if w in vocab][:_MAX_WORDS]
+            out[row, :len(ids)] = ids
+        return out
+
+    def _contexts(self, users) -> np.ndarray:
+        context = (self.user_context if self.user_context is not None else pd.Series(dtype=str))
+        return context.reindex(users).fillna("unknown").astype(str).to_numpy()
+
+    def _partial_fit(self, frame, counts):
+        n_users, n_items = counts.shape
+        for n, capacity, name in ((n_users, self.capacity_[0], "spare_users"),
+                                  (n_items, self.capacity_[1], "spare_items")):
+            if n > capacity:
+                raise ValueError(f"{n - capacity} more ids than the model has room for; "
+                                 f"raise {name} or refit on all the data.")
+        new_users = self.user_encoder_.classes_[self.n_users_:]
+        index = {value: code for code, value in enumerate(self.context_values_)}
+        ctx = [index.get(value, index["unknown"]) for value in self._contexts(new_users)]
+        self.context_ = np.concatenate([self.context_, np.asarray(ctx, dtype=np.int32)])
+        new_items = self.item_encoder_.classes_[self.n_items_:]
+        self.tokens_ = np.vstack([self.tokens_, self._tokens(self._docs(new_items))])
+        self.n_users_, self.n_items_ = n_users, n_items
+        self.users_, self.items_pos_ = _positives(counts)
+        self.pair_weight_ = _recency_weights(frame, self.users_, self.items_pos_,
+                                             self.half_life_days)
+        freq = np.asarray((self.seen_ > 0).sum(axis=0)).ravel() + 1.0
+        self.log_q_ = np.log(freq / freq.sum()).astype(np.float32)
+        batch = self.batch_size
+        self.batch_size = min(batch, len(self.users_))
+        try:
+            for _ in range(self._partial_epochs):
+                self._train_epoch()
+        finally:
+            self.batch_size = batch
+        self._after_fit()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("towers_", None)  # rebuilt from model_, so that they share its weights
+        return state
 
     def _towers(self):
         import keras
 
         if hasattr(self, "towers_"):
             return self.towers_
+        if hasattr(self, "model_"):
+            self.towers_ = (self.model_.get_layer("user_tower"),
+                            self.model_.get_layer("item_tower"))
+            return self.towers_
+        n_users, n_items = self.capacity_
         u = keras.Input(shape=(), dtype="int32")
         c = keras.Input(shape=(), dtype="int32")
         user = keras.ops.concatenate([
-            keras.layers.Embedding(self.n_users_, self.dim)(u),
+            keras.layers.Embedding(n_users, self.dim)(u),
             keras.layers.Embedding(len(self.context_values_), 8)(c)], axis=-1)
         user = keras.layers.Dense(self.dim)(keras.layers.Dense(
             self.dim, activation="relu", kernel_initializer="he_normal")(user))
-        user_tower = keras.Model([u, c], keras.ops.normalize(user, axis=-1))
+        user_tower = keras.Model([u, c], keras.ops.normalize(user, axis=-1), name="user_tower")
         i = keras.Input(shape=(), dtype="int32")
         t = keras.Input(shape=(_MAX_WORDS,), dtype="int32")
         mask = keras.ops.cast(keras.ops.greater(t, 0), "float32")[..., None]
         words = keras.layers.Embedding(self.n_words_, self.dim)(t) * mask
         text = keras.ops.sum(words, axis=1) / keras.ops.maximum(keras.ops.sum(mask, axis=1), 1.0)
-        item = keras.ops.concatenate([keras.layers.Embedding(self.n_items_, self.dim)(i), text],
+        item = keras.ops.concatenate([keras.layers.Embedding(n_items, self.dim)(i), text],
                                      axis=-1)
         item = keras.layers.Dense(self.dim)(keras.layers.Dense(
             self.dim, activation="relu", kernel_initializer="he_normal")(item))
-        item_tower = keras.Model([i, t], keras.ops.normalize(item, axis=-1))
+        item_tower = keras.Model([i, t], keras.ops.normalize(item, axis=-1), name="item_tower")
         self.towers_ = (user_tower, item_tower)
         return self.towers_
 

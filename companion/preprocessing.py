@@ -292,7 +292,8 @@ class IdEncoder:
     Attributes
     ----------
     classes_
-        The known ids in code order (sorted).
+        The known ids in code order (sorted by :meth:`fit`; ids added later by
+        :meth:`extend` follow them).
     """
 
     UNKNOWN = -1
@@ -312,6 +313,25 @@ class IdEncoder:
             )
         self.classes_ = pd.Index(pd.unique(values)).sort_values()
         return self
+
+    def extend(self, ids: Iterable[object]) -> np.ndarray:
+        """Append ids not seen before (in order of first appearance) and return their codes.
+
+        Codes of known ids never change, so arrays indexed by code stay valid; the new ids
+        get the next codes. Used to update a fitted model with new customers or items.
+        """
+        self._check_fitted()
+        values = pd.Series(list(ids) if not isinstance(ids, pd.Series | np.ndarray) else ids)
+        if values.isna().any():
+            raise ValueError(
+                f"ids contain {int(values.isna().sum())} missing value(s); drop them first."
+            )
+        fresh = pd.Index(pd.unique(values))
+        fresh = fresh[self.classes_.get_indexer(fresh) < 0]
+        start = len(self.classes_)
+        if len(fresh):
+            self.classes_ = self.classes_.append(fresh)
+        return np.arange(start, start + len(fresh), dtype=np.int64)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "classes_"):

@@ -4,7 +4,8 @@ Every model is fitted on an interactions table (``user_id``, ``item_id``, ``time
 optionally ``quantity``/``value``) and recommends **original item ids**. Users unknown at
 fit time get the popularity ranking, never an error deep inside Keras.
 
-Baselines: :class:`Popularity`, :class:`RepeatBuy`, :class:`ItemKNN`, :class:`EASE`.
+Baselines: :class:`Popularity`, :class:`RepeatBuy`, :class:`ItemKNN`, :class:`EASE`, and the
+next-basket baselines :class:`TIFUKNN` and :class:`UPCF` (baskets are invoices).
 Keras models: :class:`MatrixFactorization` (BPR), :class:`NeuMF`, :class:`TwoTower`,
 :class:`SASRec` (a Transformer over purchase histories) and :class:`SourceLSTM` (the
 source article's model with ids fed as integers), plus :class:`Blend` to combine a model
@@ -33,7 +34,7 @@ class Recommender:
         """Learn from ``interactions``; returns ``self``."""
         frame = check_interactions(interactions)
         self.user_encoder_ = IdEncoder("use_unknown").fit(frame["user_id"])
-        self.item_encoder_ = IdEncoder("use_unknown").fit(frame["item_id"])
+        self.item_encoder_ = IdEncoder("use_unknown").fit(self._catalogue_ids(frame))
         users = self.user_encoder_.transform(frame["user_id"])
         items = self.item_encoder_.transform(frame["item_id"])
         frame = frame.assign(u=users, i=items)
@@ -47,6 +48,44 @@ class Recommender:
         self.popularity_ = np.asarray(binary.sum(axis=0)).ravel().astype(np.float32)
         self._fit(frame, counts)
         return self
+
+    def partial_fit(self, interactions: pd.DataFrame) -> Recommender:
+        """Update a fitted model with new interactions instead of starting over.
+
+        New customers and items get the next codes (:meth:`IdEncoder.extend`), so
+        :attr:`items_` keeps its order and appends new items. Models that can learn
+        incrementally implement ``_partial_fit``; the others raise NotImplementedError
+        (refit them on all the data instead).
+        """
+        self._check_fitted()
+        if type(self)._partial_fit is Recommender._partial_fit:
+            raise NotImplementedError(f"{type(self).__name__} cannot be updated incrementally; "
+                                      "call fit on all the interactions instead.")
+        frame = check_interactions(interactions)
+        self.user_encoder_.extend(frame["user_id"])
+        self.item_encoder_.extend(frame["item_id"])
+        users = self.user_encoder_.transform(frame["user_id"])
+        items = self.item_encoder_.transform(frame["item_id"])
+        frame = frame.assign(u=users, i=items)
+        shape = (len(self.user_encoder_), len(self.item_encoder_))
+        counts = sp.csr_matrix((np.ones(len(frame), dtype=np.float32), (users, items)),
+                               shape=shape)
+        counts.sum_duplicates()
+        old = self.seen_.tocoo()
+        self.seen_ = (sp.csr_matrix((old.data, (old.row, old.col)), shape=shape) + counts).tocsr()
+        binary = self.seen_.copy()
+        binary.data[:] = 1.0
+        self.popularity_ = np.asarray(binary.sum(axis=0)).ravel().astype(np.float32)
+        self._partial_fit(frame, counts)
+        return self
+
+    def _partial_fit(self, frame: pd.DataFrame, counts: sp.csr_matrix) -> None:
+        raise NotImplementedError
+
+    def _catalogue_ids(self, frame: pd.DataFrame) -> pd.Series:
+        """The item ids a model can score: those in the training interactions. Content
+        models extend it with products that have a description but no purchase yet."""
+        return frame["item_id"]
 
     # -- to implement -------------------------------------------------------------------
     def _fit(self, frame: pd.DataFrame, counts: sp.csr_matrix) -> None:
@@ -191,15 +230,46 @@ class ItemKNN(Recommender):
     def _fit(self, frame, counts):
         check_positive_int(self.neighbours, name="neighbours")
         binary = (counts > 0).astype(np.float32)
-        co = (binary.T @ binary).toarray()
+        self.co_ = (binary.T @ binary).toarray()
+        self.binary_ = binary.tocsr()
+        self._similarity()
+
+    def _similarity(self) -> None:
+        co = self.co_
         norms = np.sqrt(np.diag(co))
         sim = co / (np.outer(norms, norms) + self.shrinkage + 1e-9)
         np.fill_diagonal(sim, 0.0)
         if self.neighbours < sim.shape[0]:
-            cut = np.argpartition(-sim, self.neighbours - 1, axis=0)[self.neighbours:]
-            np.put_along_axis(sim, cut, 0.0, axis=0)
-        self.similarity_ = sim.astype(np.float32)
-        self.binary_ = binary.tocsr()
+            # keep each item's (column's) most similar items; sim is symmetric, so the
+            # columns are read as rows, which is much faster
+            keep = np.argpartition(-sim, self.neighbours - 1, axis=1)[:, :self.neighbours]
+            pruned = np.zeros_like(sim)
+            np.put_along_axis(pruned, keep, np.take_along_axis(sim, keep, axis=1), axis=1)
+            sim = pruned.T
+        self.similarity_ = np.ascontiguousarray(sim, dtype=np.float32)
+
+    def _partial_fit(self, frame, counts):
+        """Add the co-purchases of new (customer, item) pairs to the counts and recompute
+        the similarities: the same model as a fit on all the data, at a fraction of the
+        cost."""
+        n_users, n_items = counts.shape
+        old = self.binary_.copy()
+        old.resize((n_users, n_items))
+        new = (counts > 0).astype(np.float32).tocsr()
+        new = (new - new.multiply(old)).tocsr()  # pairs not bought before
+        new.eliminate_zeros()
+        co = np.zeros((n_items, n_items), dtype=self.co_.dtype)
+        co[:self.co_.shape[0], :self.co_.shape[1]] = self.co_
+        changed = np.unique(new.tocoo().row)
+        if len(changed):
+            # the new pairs' co-purchases with everything the customer now has:
+            # (old + new)'(old + new) - old'old = A + A' - new'new with A = new'(old + new)
+            x_new, x_old = new[changed], old[changed]
+            a = (x_new.T @ (x_new + x_old)).toarray()
+            co += a + a.T - (x_new.T @ x_new).toarray()
+        self.co_ = co
+        self.binary_ = (old + new).tocsr()
+        self._similarity()
 
     def _score(self, users):
         return np.asarray(self.binary_[users] @ self.similarity_)
@@ -231,6 +301,271 @@ class EASE(Recommender):
         return np.asarray(self.binary_[users] @ self.weights_)
 
 
+# ------------------------------------------------------------------- next-basket baselines
+
+
+def _basket_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (user, basket, item) of an encoded frame (columns ``u``, ``i``).
+
+    A basket is an invoice (``invoice`` column) or, without one, all of a user's rows with
+    the same timestamp. Returns columns ``u``, ``i``, ``pos`` (the basket's position in the
+    user's history, 0 = oldest; baskets ordered by time, then by key) and ``n`` (the
+    user's number of baskets).
+    """
+    key = frame["invoice"] if "invoice" in frame.columns else frame["timestamp"]
+    codes = pd.factorize(key, sort=True)[0]
+    rows = pd.DataFrame({"u": frame["u"].to_numpy(), "i": frame["i"].to_numpy(), "b": codes,
+                         "t": frame["timestamp"].to_numpy()})
+    baskets = rows.groupby(["u", "b"], sort=False)["t"].min().reset_index()
+    baskets = baskets.sort_values(["u", "t", "b"], kind="stable")
+    baskets["pos"] = baskets.groupby("u").cumcount().to_numpy()
+    baskets["n"] = baskets.groupby("u")["b"].transform("size").to_numpy()
+    rows = rows.merge(baskets[["u", "b", "pos", "n"]], on=["u", "b"], how="left")
+    return rows.drop_duplicates(["u", "pos", "i"])[["u", "i", "pos", "n"]]
+
+
+def _check_rate(value: float, name: str, *, low_open: bool = True) -> float:
+    """A number in (0, 1] (or [0, 1] with ``low_open=False``), else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}.")
+    ok = (0 < value <= 1) if low_open else (0 <= value <= 1)
+    if not ok:
+        interval = "(0, 1]" if low_open else "[0, 1]"
+        raise ValueError(f"{name} must be in {interval}, got {value}.")
+    return float(value)
+
+
+class TIFUKNN(Recommender):
+    """TIFU-KNN: temporal item frequency plus user kNN (Hu, He, Gao and Zhang, SIGIR 2020).
+
+    Baskets are invoices. For a user with baskets ``b_1 .. b_n`` (oldest first, each a 0/1
+    item vector) the history is split into ``m = group_size`` groups of consecutive baskets
+    and
+
+    .. math::
+
+        v_u = \\frac{1}{G} \\sum_{g=1}^{G} r_g^{\\,m-g}\\,
+              \\frac{1}{|g|} \\sum_{j \\in g} r_b^{\\,n-j}\\, b_j ,
+
+    with ``r_b = within_decay`` and ``r_g = group_decay``. The prediction is
+    ``alpha * v_u + (1 - alpha) * mean of the k nearest users' v``, nearest by Euclidean
+    distance between the ``v`` vectors, the user excluded.
+
+    This follows the authors' code (``HaojiHu/TIFUKNN``, ``TIFUKNN.py``, and the copy in
+    ``liming-7/A-Next-Basket-Recommendation-Reality-Check``, ``methods/tifuknn``) formula
+    for formula:
+
+    * ``group_size`` is the *number* of groups ``m`` (the authors' README calls it the
+      group size): with ``n >= m`` baskets the ``m - (n mod m)`` oldest groups hold
+      ``floor(n/m)`` baskets and the others one more, so ``G = m``; with ``n < m`` every
+      basket is its own group (``G = n``) but the group decay keeps the exponent
+      ``m - g``, so the newest basket then weighs ``r_g^{m-n}``, not 1;
+    * the basket decay exponent ``n - j`` counts baskets to the end of the whole history,
+      not to the end of the basket's group (the README calls ``r_b`` the decay "within each
+      group"), so ``r_b`` also decays across groups;
+    * a basket vector is 0/1 (quantities are ignored); neighbours are averaged with equal
+      weights (scikit-learn's brute-force Euclidean kNN in the original).
+
+    Departures: the authors search neighbours of test users among *other* (training) users;
+    here every user is both, so a user is never its own neighbour. ``k`` is capped at the
+    number of other users. Neighbours are found exactly, by matrix products in chunks, when
+    users are scored (fitting only builds the vectors). On random baskets the vectors equal
+    the authors' ``temporal_decay_sum_history`` to 1e-16 and the predictions their
+    ``merge_history`` with scikit-learn's kNN to 1e-8, except where distances tie at the
+    ``k``-th neighbour (either tied user may then be kept). The formulas are those of the
+    code; the paper's text was not at hand to check them against.
+
+    Parameters
+    ----------
+    k
+        Number of neighbours.
+    group_size
+        Number of groups ``m`` (see above).
+    within_decay, group_decay
+        ``r_b`` and ``r_g`` in (0, 1]; 1 means no decay.
+    alpha
+        Weight of the user's own vector, in [0, 1] (1: personal item frequency only).
+    """
+
+    def __init__(self, k: int = 300, group_size: int = 7, within_decay: float = 0.9,
+                 group_decay: float = 0.7, alpha: float = 0.7) -> None:
+        self.k = k
+        self.group_size = group_size
+        self.within_decay = within_decay
+        self.group_decay = group_decay
+        self.alpha = alpha
+
+    def _fit(self, frame, counts):
+        check_positive_int(self.k, name="k")
+        m = check_positive_int(self.group_size, name="group_size")
+        r_b = _check_rate(self.within_decay, "within_decay")
+        r_g = _check_rate(self.group_decay, "group_decay")
+        _check_rate(self.alpha, "alpha", low_open=False)
+        rows = _basket_rows(frame)
+        pos, n = rows["pos"].to_numpy(), rows["n"].to_numpy()
+        small = n < m
+        size = np.maximum(n // m, 1)                  # baskets in the short groups
+        extra = np.where(small, 0, n % m)             # groups with one basket more
+        cut = (m - extra) * size                      # first basket of the long groups
+        group = np.where(small | (pos < cut), pos // size, (m - extra) + (pos - cut) // (size + 1))
+        members = np.where(small | (pos < cut), size, size + 1)
+        n_groups = np.where(small, n, m)
+        value = (np.power(r_b, n - 1 - pos) * np.power(r_g, m - 1 - group)
+                 / members / n_groups)
+        vectors = sp.csr_matrix((value, (rows["u"].to_numpy(), rows["i"].to_numpy())),
+                                shape=counts.shape, dtype=np.float64)
+        vectors.sum_duplicates()
+        self.vectors_ = vectors
+        self.vectors_t_ = vectors.T.tocsr()
+        self.sq_norms_ = np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel()
+        # neighbours, found when a user is first scored (-1: not yet)
+        self.near_ = np.full((counts.shape[0], min(self.k, counts.shape[0] - 1)), -1)
+
+    def neighbours(self, users: np.ndarray) -> np.ndarray:
+        """Codes of the ``k`` nearest other users of each user code, shape ``(len, k')``
+        with ``k' = min(k, n_users - 1)``, in no particular order."""
+        users = np.asarray(users)
+        k = self.near_.shape[1]
+        if k == 0:
+            return self.near_[users]
+        todo = np.unique(users[self.near_[users, 0] < 0])
+        for lo in range(0, len(todo), _CHUNK):
+            part = todo[lo:lo + _CHUNK]
+            dot = (self.vectors_[part] @ self.vectors_t_).toarray()
+            dist = self.sq_norms_[part, None] + self.sq_norms_[None, :] - 2 * dot
+            dist[np.arange(len(part)), part] = np.inf
+            self.near_[part] = np.argpartition(dist, k - 1, axis=1)[:, :k]
+        return self.near_[users]
+
+    def _score(self, users):
+        own = self.vectors_[users].toarray()
+        near = self.neighbours(users)
+        if near.shape[1] == 0:
+            return (self.alpha * own).astype(np.float32)
+        weights = sp.csr_matrix(
+            (np.full(near.size, 1.0 / near.shape[1]),
+             (np.repeat(np.arange(len(users)), near.shape[1]), near.ravel())),
+            shape=(len(users), self.vectors_.shape[0]))
+        mean = (weights @ self.vectors_).toarray()
+        return (self.alpha * own + (1 - self.alpha) * mean).astype(np.float32)
+
+
+class UPCF(Recommender):
+    """UP-CF@r: recency-aware user popularity plus user-based CF (Faggioli, Polato and
+    Aiolli, UMAP 2020).
+
+    With ``B_u`` the user's baskets (invoices), the recency-aware user-wise popularity is
+
+    .. math::
+
+        p^r_{u,i} = \\frac{|\\{b \\in \\text{last } \\min(r, |B_u|) \\text{ baskets of } u
+        : i \\in b\\}|}{\\min(r, |B_u|)},
+
+    the asymmetric cosine between users with item sets ``I_u`` (whole history) is
+    ``w_uv = |I_u ∩ I_v| / (|I_u|^a |I_v|^(1-a))`` (``a = asymmetry``, the exponent ``a``
+    on the user being scored), and the score is
+
+    .. math::
+
+        s_{u,i} = \\sum_{v \\in N(u) \\cup \\{u\\}} w_{uv}^{\\,q}\\, p^r_{v,i}
+
+    with ``q = locality``; ``w_uu = 1`` and ``N(u)`` holds the ``neighbours`` most
+    similar other users (all of them with ``neighbours=None``).
+
+    This follows the reference code of the reality check
+    (``liming-7/A-Next-Basket-Recommendation-Reality-Check``, ``methods/upcf/racf.py``,
+    checked against it to float32 precision on random baskets: the last ``r`` baskets,
+    counts over ``min(r, |B_u|)``, the 100 most similar other users, a diagonal set to 1,
+    similarities raised to ``q`` and multiplied with ``p^r``) and of the implementation it
+    links to (``NextBasketRecFramework.py`` of ``MayloIFERR/RACF``, whose ``uwPopMat``
+    however uses a window of 5 baskets whatever ``r`` is; here ``r`` is used). Departures
+    from ``racf.py``: the user vectors of the similarity are 0/1 (as in that framework's
+    ``upcf``; ``racf.py`` uses basket counts) and there is no shrinkage (``racf.py`` adds
+    1000 to the cosine's denominator; the framework does not). The formulas are those of
+    the code; the paper's text was not at hand to check them against.
+
+    Parameters
+    ----------
+    recency
+        ``r``: number of most recent baskets in the popularity, or None for all.
+    asymmetry
+        ``a`` in [0, 1] (0.5: the usual cosine).
+    locality
+        ``q > 0``: large values keep only the most similar neighbours' say.
+    neighbours
+        Number of most similar other users kept, or None for all.
+    """
+
+    def __init__(self, recency: int | None = 10, asymmetry: float = 0.75,
+                 locality: float = 10.0, neighbours: int | None = 100) -> None:
+        self.recency = recency
+        self.asymmetry = asymmetry
+        self.locality = locality
+        self.neighbours = neighbours
+
+    def _fit(self, frame, counts):
+        if self.recency is not None:
+            check_positive_int(self.recency, name="recency")
+        if self.neighbours is not None:
+            check_positive_int(self.neighbours, name="neighbours")
+        _check_rate(self.asymmetry, "asymmetry", low_open=False)
+        if (isinstance(self.locality, bool)
+                or not isinstance(self.locality, int | float | np.integer | np.floating)
+                or not self.locality > 0):
+            raise ValueError(f"locality must be a positive number, got {self.locality!r}.")
+        rows = _basket_rows(frame)
+        pos, n = rows["pos"].to_numpy(), rows["n"].to_numpy()
+        window = n if self.recency is None else np.minimum(n, self.recency)
+        recent = pos >= n - window
+        self.popularity_r_ = sp.csr_matrix(
+            (1.0 / window[recent], (rows["u"].to_numpy()[recent], rows["i"].to_numpy()[recent])),
+            shape=counts.shape, dtype=np.float64)
+        self.popularity_r_.sum_duplicates()
+        self.popularity_t_ = self.popularity_r_.T.tocsr()
+        binary = (counts > 0).astype(np.float64).tocsr()
+        self.binary_ = binary
+        self.binary_t_ = binary.T.tocsr()
+        self.n_items_ = np.asarray(binary.sum(axis=1)).ravel()
+        self.norm_other_ = self.n_items_ ** (1 - self.asymmetry)
+        # the most similar other users and their similarity, found when a user is first
+        # scored (-1: not yet)
+        k = min(self.neighbours or 0, counts.shape[0] - 1)
+        self.near_ = np.full((counts.shape[0], max(k, 1)), -1)
+        self.near_sim_ = np.zeros((counts.shape[0], max(k, 1)))
+
+    def similarity(self, users: np.ndarray) -> np.ndarray:
+        """Asymmetric cosine ``w_uv`` of each user code to every user, dense
+        ``(len(users), n_users)``, before the neighbour cut and the diagonal."""
+        users = np.asarray(users)
+        common = (self.binary_[users] @ self.binary_t_).toarray()
+        common /= self.n_items_[users, None] ** self.asymmetry
+        common /= self.norm_other_[None, :]
+        return common
+
+    def _score(self, users):
+        rows = np.arange(len(users))
+        n_users = self.binary_.shape[0]
+        if self.neighbours is None or self.neighbours >= n_users - 1:
+            weights = np.power(self.similarity(users), self.locality)
+            weights[rows, users] = 1.0
+            return (self.popularity_t_ @ weights.T).T.astype(np.float32)
+        k = self.neighbours
+        todo = np.unique(users[self.near_[users, 0] < 0])
+        for lo in range(0, len(todo), _CHUNK):
+            part = todo[lo:lo + _CHUNK]
+            sim = self.similarity(part)
+            sim[np.arange(len(part)), part] = -np.inf
+            near = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+            self.near_[part] = near
+            self.near_sim_[part] = np.take_along_axis(sim, near, axis=1)
+        values = np.power(self.near_sim_[users], self.locality)
+        weights = sp.csr_matrix(
+            (np.r_[values.ravel(), np.ones(len(users))],
+             (np.r_[np.repeat(rows, k), rows], np.r_[self.near_[users].ravel(), users])),
+            shape=(len(users), n_users))
+        return (weights @ self.popularity_r_).toarray().astype(np.float32)
+
+
 class Blend(Recommender):
     """``weight`` x a base recommender's score + rank-normalised scores of a learned model.
 
@@ -238,7 +573,9 @@ class Blend(Recommender):
     :class:`Popularity` base over a recent window blends in what is selling now. Both parts
     are fitted on the same interactions. The base part is scaled to [0, 1] per user, the
     model part is turned into percentiles, so ``weight`` is interpretable: with a repeat-buy
-    base and ``weight`` above 1 every past item outranks every new one.
+    base and ``weight`` above 1 every past item outranks every new one. The parts may order
+    their catalogues differently (a model updated with :meth:`Recommender.partial_fit`
+    appends new items), but must know every item the blend is fitted on.
     """
 
     def __init__(self, model: Recommender, weight: float = 0.5,
@@ -254,16 +591,33 @@ class Blend(Recommender):
         self.base_ = base.fit(plain) if not hasattr(base, "seen_") else base
         if not hasattr(self.model, "seen_"):
             self.model.fit(plain)
+        self.columns_ = []
         for part in (self.model, self.base_):
-            if not np.array_equal(part.items_, self.items_):
-                raise ValueError(f"the blended {type(part).__name__} was fitted on a different "
-                                 "catalogue.")
+            if np.array_equal(part.items_, self.items_):
+                self.columns_.append(None)
+                continue
+            columns = pd.Index(part.items_).get_indexer(self.items_)
+            if (columns < 0).any():
+                missing = self.items_[columns < 0]
+                raise ValueError(f"the blended {type(part).__name__} does not know "
+                                 f"{len(missing)} of the blend's items, e.g. "
+                                 f"{list(missing[:3])}; fit it on the same interactions.")
+            self.columns_.append(columns)
 
     def _score(self, users):
         ids = self.user_encoder_.classes_.to_numpy()[users]
+        model_columns, base_columns = getattr(self, "columns_", (None, None))
         base = self.base_.score(ids)
+        if base_columns is not None:
+            base = base[:, base_columns]
         base = base - base.min(axis=1, keepdims=True)
         base = base / np.maximum(base.max(axis=1, keepdims=True), 1e-12)
         model = self.model.score(ids)
-        ranks = np.argsort(np.argsort(model, axis=1), axis=1) / model.shape[1]
-        return self.weight * base + ranks.astype(np.float32)
+        if model_columns is not None:
+            model = model[:, model_columns]
+        # each item's rank among the user's items: the inverse of the sorting permutation
+        order = np.argsort(model, axis=1)
+        ranks = np.empty(model.shape, dtype=np.float32)
+        np.put_along_axis(ranks, order, np.broadcast_to(
+            np.arange(model.shape[1], dtype=np.float32) / model.shape[1], order.shape), axis=1)
+        return self.weight * base + ranks

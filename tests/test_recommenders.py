@@ -34,6 +34,8 @@ FACTORIES = {
     "repeat-buy": lambda w: rec.RepeatBuy(half_life_days=60),
     "item-kNN": lambda w: rec.ItemKNN(neighbours=30, shrinkage=5),
     "EASE": lambda w: rec.EASE(l2=50),
+    "TIFU-KNN": lambda w: rec.TIFUKNN(k=5, group_size=3, alpha=0.5),
+    "UP-CF@r": lambda w: rec.UPCF(recency=5, asymmetry=0.75, locality=2, neighbours=20),
     "blend": lambda w: rec.Blend(rec.EASE(l2=50), weight=0.5),
     "blend on recent popularity": lambda w: rec.Blend(rec.EASE(l2=50), weight=0.5,
                                                       base=rec.Popularity(window_days=60)),
@@ -55,8 +57,8 @@ FACTORIES = {
     "source LSTM": lambda w: deep.SourceLSTM(dim=8, units=8, epochs=2),
 }
 #: models that must learn the planted category tastes (the rest cannot by design)
-LEARNERS = ["item-kNN", "EASE", "blend", "blend on recent popularity", "MF", "NeuMF",
-            "two-tower", "two-tower (recency-weighted)", "SASRec"]
+LEARNERS = ["item-kNN", "EASE", "TIFU-KNN", "UP-CF@r", "blend", "blend on recent popularity",
+            "MF", "NeuMF", "two-tower", "two-tower (recency-weighted)", "SASRec"]
 
 
 @pytest.fixture(scope="module")
