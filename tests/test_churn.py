@@ -168,3 +168,132 @@ def test_inter_purchase_days():
             (2, "a", "2011-01-04", "i4", 1.0)]
     frame = _frame(rows)
     assert sorted(churn.inter_purchase_days(frame).tolist()) == [3.0, 10.0]
+
+
+def test_training_cutoffs_end_before_the_test():
+    test = pd.Timestamp("2011-09-01")
+    cuts = churn.training_cutoffs(test, 90)
+    assert cuts[0] == pd.Timestamp("2010-09-01") and cuts[-1] == pd.Timestamp("2011-06-01")
+    assert all(c.day == 1 for c in cuts) and len(cuts) == 10
+    assert all(c + pd.Timedelta(days=90) <= test for c in cuts)
+    with pytest.raises(ValueError, match="span_days"):
+        churn.training_cutoffs(test, 90, span_days=30)
+
+
+def test_stacked_dataset_is_time_honest(long_shop, cutoffs):
+    inter, returns, _ = long_shop
+    test = cutoffs[1]
+    cuts = churn.training_cutoffs(test, 90, span_days=300)
+    stacked = churn.stacked_churn_dataset(inter, cuts, 90, test_cutoff=test, returns=returns)
+    # one row per (cutoff, active customer), each labelled as churn_labels labels it
+    assert stacked.labels.index.is_unique and stacked.labels.index.names == ["cutoff", "user_id"]
+    assert len(stacked) == sum(len(churn.churn_labels(inter, c)) for c in cuts)
+    for c in (cuts[0], cuts[-1]):
+        part = stacked.labels.xs(c, level="cutoff")
+        pd.testing.assert_series_equal(part, churn.churn_labels(inter, c))
+    # no label window reaches the test cutoff
+    ends = pd.DatetimeIndex(stacked.row_cutoffs) + pd.Timedelta(days=90)
+    assert (ends <= test).all() and stacked.cutoff == max(cuts)
+    # rewriting, deleting and adding events from the test cutoff on changes nothing
+    future = inter["timestamp"] >= test
+    altered = inter.copy()
+    altered.loc[future, "value"] *= 100.0
+    altered.loc[future, "invoice"] = altered.loc[future, "invoice"] + "x"
+    extra = altered[future].head(50).assign(user_id=altered["user_id"].iloc[0])
+    altered = pd.concat([altered.drop(altered[future].index[::2]), extra], ignore_index=True)
+    again = churn.stacked_churn_dataset(altered, cuts, 90, test_cutoff=test, returns=returns)
+    pd.testing.assert_frame_equal(stacked.features, again.features)
+    pd.testing.assert_series_equal(stacked.labels, again.labels)
+    pd.testing.assert_series_equal(stacked.future_value, again.future_value)
+    assert np.array_equal(stacked.sequences, again.sequences)
+    # a training cutoff whose labels would read the test period is refused
+    with pytest.raises(ValueError, match="runs past test_cutoff"):
+        churn.stacked_churn_dataset(inter, [test - pd.Timedelta(days=60)], 90, test_cutoff=test)
+
+
+def test_stack_and_select(datasets):
+    first, second = datasets
+    stacked = churn.stack_churn_data([first, second])
+    assert len(stacked) == len(first) + len(second)
+    back = stacked.select(stacked.row_cutoffs == np.datetime64(first.cutoff))
+    assert np.array_equal(back.sequences, first.sequences)
+    assert np.array_equal(back.labels.to_numpy(), first.labels.to_numpy())
+    assert np.array_equal(back.customers, first.labels.index.to_numpy())
+    with pytest.raises(ValueError, match="more than one data set"):
+        churn.stack_churn_data([first, first])
+    with pytest.raises(ValueError, match="at least one"):
+        churn.stack_churn_data([])
+    with pytest.raises(ValueError, match="empty"):
+        stacked.select(np.zeros(len(stacked), dtype=bool))
+
+
+def test_validation_split_keeps_customers_together():
+    customers = np.repeat(np.arange(50), 3)
+    val, train = churn._customer_split(customers, 0.2, seed=1)
+    assert len(val) == 30 and len(train) == 120
+    assert not set(customers[val]) & set(customers[train])
+    # with one row per customer it is a plain random permutation of the rows
+    order = np.random.default_rng(0).permutation(40)
+    val, train = churn._customer_split(np.arange(40), 0.25, seed=0)
+    assert np.array_equal(np.concatenate([val, train]), order)
+
+
+def test_pool_sequences():
+    seq = np.zeros((2, 8, 2), dtype=np.float32)
+    seq[0, :, 0] = 1.0
+    seq[0, :, 1] = np.log1p(3.0)
+    pooled = churn.pool_sequences(seq, 4)
+    assert pooled.shape == (2, 2, 2)
+    assert np.allclose(pooled[0, :, 0], 4.0) and np.allclose(pooled[0, :, 1], np.log1p(12.0))
+    assert np.array_equal(churn.pool_sequences(seq, 1), seq)
+    with pytest.raises(ValueError, match="multiple of pool"):
+        churn.pool_sequences(seq, 3)
+
+
+def test_history_days_is_the_data_before_the_cutoff(long_shop, cutoffs):
+    inter, _, _ = long_shop
+    feats = churn.churn_features(inter, cutoffs[0])
+    expected = (cutoffs[0] - inter["timestamp"].min()).total_seconds() / 86400
+    assert np.allclose(feats["history_days"], expected)
+
+
+def test_blend():
+    a, b = np.array([0.2, 0.8]), np.array([0.4, 0.4])
+    assert np.allclose(churn.blend({"a": a, "b": b}), [0.3, 0.6])
+    assert np.allclose(churn.blend({"a": a, "b": b}, {"a": 3, "b": 1}), [0.25, 0.7])
+    assert np.allclose(churn.blend([a, b], [0, 1]), b)
+    with pytest.raises(ValueError, match="weights name"):
+        churn.blend({"a": a, "b": b}, {"a": 1})
+    with pytest.raises(ValueError, match="non-negative"):
+        churn.blend({"a": a, "b": b}, {"a": -1, "b": 1})
+    with pytest.raises(ValueError, match="different shapes"):
+        churn.blend({"a": a, "b": b[:1]})
+
+
+def test_models_on_stacked_cutoffs(long_shop, cutoffs, datasets):
+    from companion import metrics
+
+    inter, returns, _ = long_shop
+    test = datasets[1]
+    train = churn.stacked_churn_dataset(inter, churn.training_cutoffs(cutoffs[1], span_days=300),
+                                        test_cutoff=cutoffs[1], returns=returns)
+    bgnbd = churn.BetaGeoChurn(inter).fit(train)
+    ensemble = churn.Ensemble({"trees": churn.GradientBoosting(seed=0),
+                               "BG/NBD": churn.BetaGeoChurn(inter)}).fit(train)
+    y = test.labels.to_numpy()
+    scores = {name: model.predict_proba(test) for name, model in
+              [("BG/NBD", bgnbd), ("ensemble", ensemble)]}
+    for proba in scores.values():
+        assert ((proba >= 0) & (proba <= 1)).all() and metrics.roc_auc(y, proba) > 0.8
+    # BG/NBD reads only purchases before the test cutoff, fitted there
+    assert list(bgnbd.models_) == [test.cutoff]
+    expected = churn.blend({"trees": ensemble.models["trees"].predict_proba(test),
+                            "BG/NBD": scores["BG/NBD"]})
+    assert np.allclose(scores["ensemble"], expected)
+    assert "recency_days" in ensemble.columns_
+    # the GRU trains on the stacked rows (pooled to four-week steps) and is deterministic
+    gru = churn.SequenceChurn(epochs=5, units=8, hidden=8, pool=4, batch_size=256, seed=0)
+    proba = gru.fit(train).predict_proba(test)
+    assert metrics.roc_auc(y, proba) > 0.75
+    again = churn.SequenceChurn(epochs=5, units=8, hidden=8, pool=4, batch_size=256, seed=0)
+    assert np.allclose(again.fit(train).predict_proba(test), proba, atol=1e-5)
