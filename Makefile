@@ -35,15 +35,17 @@ test: install lint unit nbval book-strict check-pages
 lint: install
 	$(VENV)/bin/ruff check companion tests tools benchmarks book/_ext book/conftest.py
 
+# -n 2 --dist loadfile: two worker processes (the machine's two cores), each taking whole
+# files, so module fixtures and a chapter's cells stay in one process and in order
 unit: install
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
 
 # --book-cache: each chapter whose cells all pass is stored, executed, in the book's
 # jupyter-cache, so book-strict takes it from there instead of executing it again
 # (book/conftest.py, tools/book_cache.py).
 nbval: install
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
-		--nbval-cell-timeout=1800 --book-cache book
+		--nbval-cell-timeout=1800 --book-cache -n 2 --dist loadfile book
 
 book-strict: install
 	$(JB) build . -W -n --keep-going

@@ -1,11 +1,12 @@
 """Memoise expensive, deterministic computations on disk between runs of the same code.
 
-The book executes each chapter twice in CI (once under nbval, once in the HTML build).
-Training a dozen seeded Keras models twice buys nothing, so chapters wrap such work in
-:func:`memoise`. It is off unless the environment variable ``COMPANION_RESULTS_CACHE``
-names a folder, and the key of every entry includes a hash of the whole companion source
-and of the data, so a change to either recomputes: a cached result is always the result the
-current code gives on the current data.
+A chapter may be executed more than once (by nbval, by a book build that did not get the
+chapter handed over from nbval, by a reader re-running it). Training a dozen seeded Keras
+models again buys nothing, so chapters wrap such work in :func:`memoise`. It is off
+unless the environment variable ``COMPANION_RESULTS_CACHE`` names a folder, and the key of
+every entry includes a hash of the whole companion source and of the data, so a change to
+either recomputes: a cached result is always the result the current code gives on the
+current data.
 """
 
 from __future__ import annotations

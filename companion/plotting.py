@@ -389,3 +389,116 @@ def plot_scaling(table: pd.DataFrame, x: str, y: str = "validation NDCG@10", *,
     ax.legend(fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     return ax
+
+
+def plot_paired_margins(margins: pd.DataFrame, *, target: float | None = None,
+                        xlabel: str = "difference in ROC-AUC (95% paired interval)",
+                        ax: Axes | None = None) -> Axes:
+    """Paired differences with their intervals, one row each, against zero (and a target).
+
+    ``margins`` has columns ``difference``, ``low`` and ``high``; its index labels the rows.
+    """
+    missing = [c for c in ("difference", "low", "high") if c not in margins.columns]
+    if missing:
+        raise ValueError(f"margins lacks the column(s) {missing}.")
+    ax = _axes(ax, (6.5, 0.5 * len(margins) + 1.2))
+    labels = [" | ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in margins.index]
+    y = np.arange(len(margins))
+    diff = margins["difference"].to_numpy(dtype=float)
+    err = [diff - margins["low"].to_numpy(dtype=float),
+           margins["high"].to_numpy(dtype=float) - diff]
+    ax.errorbar(diff, y, xerr=err, fmt="o", color="tab:blue", capsize=3)
+    ax.axvline(0.0, color="0.3", lw=1)
+    if target is not None:
+        ax.axvline(target, color="tab:red", lw=1, ls="--", label=f"target {target:+.2f}")
+        ax.legend(fontsize=8, frameon=False, loc="lower right")
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.spines[["top", "right"]].set_visible(False)
+    return ax
+
+
+# ------------------------------------------------------------------ the retention simulator
+
+
+def plot_simulator_fit(real: dict, simulated: list[dict], axes=None):
+    """Real against simulated shop, side by side: gaps between purchases, 90-day churn at
+    each cutoff, cohort retention, and the other scalar statistics as simulated / real.
+
+    ``real`` and each entry of ``simulated`` are dictionaries as returned by
+    :func:`companion.simulation.calibration_runs`.
+    """
+    if not simulated:
+        raise ValueError("simulated is empty.")
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
+    gaps = pd.DataFrame([s["gaps"] for s in simulated])
+    x = np.arange(len(real["gaps"]))
+    ax = axes[0]
+    ax.bar(x - 0.2, real["gaps"].to_numpy(), width=0.4, label="real", color="0.35")
+    ax.bar(x + 0.2, gaps.mean().to_numpy(), width=0.4, yerr=gaps.std(ddof=1).to_numpy(),
+           label="simulated", color="tab:orange", capsize=2)
+    ax.set_xticks(x, real["gaps"].index, rotation=45)
+    ax.set(xlabel="weeks between purchases", ylabel="share of gaps")
+    ax.legend(frameon=False, fontsize=8)
+    ax = axes[1]
+    cohorts = pd.DataFrame([s["cohorts"] for s in simulated])
+    ax.plot(real["cohorts"].index, real["cohorts"].to_numpy(), "o-", color="0.35", label="real")
+    ax.plot(cohorts.columns, cohorts.mean().to_numpy(), "o-", color="tab:orange",
+            label="simulated")
+    ax.fill_between(cohorts.columns, cohorts.min().to_numpy(), cohorts.max().to_numpy(),
+                    color="tab:orange", alpha=0.25)
+    ax.set(xlabel="months after the first purchase", ylabel="share buying in that month",
+           ylim=(0, None))
+    ax.legend(frameon=False, fontsize=8)
+    ax = axes[2]
+    scalars = [k for k, v in real.items() if not isinstance(v, pd.Series)]
+    ratio = pd.DataFrame([{k: s[k] / real[k] for k in scalars} for s in simulated])
+    y = np.arange(len(scalars))
+    ax.errorbar(ratio.mean().to_numpy(), y, xerr=ratio.std(ddof=1).to_numpy(), fmt="o",
+                color="tab:orange", capsize=3)
+    ax.axvline(1.0, color="0.35", lw=1)
+    ax.set_yticks(y, scalars, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("simulated / real")
+    for a in axes:
+        a.spines[["top", "right"]].set_visible(False)
+    return axes
+
+
+def plot_policy_curves(table: pd.DataFrame, *, ylabel: str, ax: Axes | None = None) -> Axes:
+    """One line per policy with its 95% band over seeds, from
+    :func:`companion.simulation.curve_table`."""
+    missing = [c for c in ("policy", "month", "mean", "low", "high") if c not in table]
+    if missing:
+        raise ValueError(f"table lacks the column(s) {missing}.")
+    ax = _axes(ax, (6.5, 4))
+    for name, part in table.groupby("policy", sort=False):
+        line, = ax.plot(part["month"], part["mean"], marker=".", label=name)
+        ax.fill_between(part["month"], part["low"], part["high"], color=line.get_color(),
+                        alpha=0.2)
+    ax.set(xlabel="simulated month", ylabel=ylabel)
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return ax
+
+
+def plot_metric_link(x: pd.Series, y: pd.DataFrame, *, xlabel: str, ylabel: str,
+                     ax: Axes | None = None) -> Axes:
+    """Each policy's offline metric ``x`` against an outcome ``y`` (columns ``mean``, ``low``,
+    ``high``), with the outcome's interval and the policy's name."""
+    ax = _axes(ax, (6, 4))
+    names = [n for n in x.index if n in y.index]
+    if not names:
+        raise ValueError("x and y share no policy.")
+    mean = y.loc[names, "mean"].to_numpy(dtype=float)
+    err = [mean - y.loc[names, "low"].to_numpy(dtype=float),
+           y.loc[names, "high"].to_numpy(dtype=float) - mean]
+    ax.errorbar(x.loc[names].to_numpy(dtype=float), mean, yerr=err, fmt="o", capsize=3)
+    for name, xv, yv in zip(names, x.loc[names], mean, strict=True):
+        ax.annotate(name, (xv, yv), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.axhline(0.0, color="0.5", lw=0.8)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.spines[["top", "right"]].set_visible(False)
+    return ax
