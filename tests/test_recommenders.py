@@ -160,7 +160,7 @@ def test_blend_mixes_base_and_model(world):
     only_base = rec.Blend(ease, weight=1e6, base=rec.Popularity()).fit(train)
     assert (only_base.recommend(users, k=1) == pop.recommend(users, k=1)).all()
     other = rec.EASE(l2=50).fit(train[train["item_id"] != train["item_id"].iloc[0]])
-    with pytest.raises(ValueError, match="different catalogue"):
+    with pytest.raises(ValueError, match="does not know 1 of the blend.s items"):
         rec.Blend(other, weight=1.0).fit(train)
 
 
