@@ -12,6 +12,13 @@ export TF_ENABLE_ONEDNN_OPTS := 0
 export TF_CPP_MIN_LOG_LEVEL  := 2
 export PYTHONHASHSEED        := 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# One thread per process for OpenMP (scikit-learn's trees) and BLAS: tests and chapters run
+# in two processes on two cores, and threads that spin-wait for a busy core make a
+# two-minute chapter take ten. Set for every target, so that the book and the tests
+# compute with the same thread counts and print the same numbers.
+export OMP_NUM_THREADS := 1
+export OPENBLAS_NUM_THREADS := 1
+export MKL_NUM_THREADS := 1
 # trained-model results shared by nbval and the book build (keyed by code and data hash)
 export COMPANION_RESULTS_CACHE := $(abspath _build/results_cache)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
