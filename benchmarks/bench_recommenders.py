@@ -3,7 +3,10 @@
 Usage: python benchmarks/bench_recommenders.py [--epochs N] [--models name,name,...]
 
 Recommend time is for the top 10 of every customer evaluated on the test window (the
-"all" task), with seen items allowed. Each model runs in its own process, so that "peak
+"all" task), with seen items allowed. For the two-stage models (chapter 5.6) that includes
+stage one (every generator scores the customers), the candidates' features and the
+ranking; their fit trains the rankers for both tasks on the last 30 days before the test
+window and refits the generators. Each model runs in its own process, so that "peak
 RSS" is that process's peak resident memory (data loading included, TensorFlow's buffers
 included) and "fit+recommend MiB" its growth during fit and recommend.
 """
@@ -23,7 +26,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import pandas as pd  # noqa: E402
 
-from companion import data, deep, preprocessing, ranking  # noqa: E402
+from companion import data, deep, preprocessing, ranking, twostage  # noqa: E402
 from companion import recommenders as rec  # noqa: E402
 
 
@@ -34,6 +37,8 @@ def models(epochs: int, desc: pd.Series, country: pd.Series) -> dict:
         "repeat-buy": lambda: rec.RepeatBuy(half_life_days=60),
         "item-kNN": lambda: rec.ItemKNN(neighbours=200, shrinkage=20),
         "EASE": lambda: rec.EASE(l2=400),
+        "TIFU-KNN": lambda: rec.TIFUKNN(k=100, alpha=0.2, group_size=3),
+        "UP-CF@r": lambda: rec.UPCF(recency=5, asymmetry=0.75, locality=10),
         "MF (BPR)": lambda: deep.MatrixFactorization(epochs=epochs),
         "NeuMF": lambda: deep.NeuMF(epochs=epochs),
         "two-tower": lambda: deep.TwoTower(item_text=desc, user_context=country, epochs=epochs,
@@ -41,6 +46,10 @@ def models(epochs: int, desc: pd.Series, country: pd.Series) -> dict:
         "SASRec": lambda: deep.SASRec(dim=32, blocks=1, max_len=30, negatives=100,
                                       batch_size=256, windows_per_user=3, epochs=epochs),
         "source LSTM": lambda: deep.SourceLSTM(epochs=epochs),
+        "two-stage LightGBM": lambda: twostage.TwoStageRecommender(
+            n={"all": 20, "new": 50}, label_days=30),
+        "two-stage Keras": lambda: twostage.TwoStageRecommender(
+            n={"all": 20, "new": 50}, label_days=30, ranker="keras"),
     }
 
 
