@@ -467,15 +467,18 @@ def plot_simulator_fit(real: dict, simulated: list[dict], axes=None):
     return axes
 
 
-def plot_policy_curves(table: pd.DataFrame, *, ylabel: str, ax: Axes | None = None) -> Axes:
+def plot_policy_curves(table: pd.DataFrame, *, ylabel: str, colors: dict | None = None,
+                       ax: Axes | None = None) -> Axes:
     """One line per policy with its 95% band over seeds, from
-    :func:`companion.simulation.curve_table`."""
+    :func:`companion.simulation.curve_table`; ``colors`` maps policy names to colours (so
+    that a policy keeps its colour across figures)."""
     missing = [c for c in ("policy", "month", "mean", "low", "high") if c not in table]
     if missing:
         raise ValueError(f"table lacks the column(s) {missing}.")
     ax = _axes(ax, (6.5, 4))
     for name, part in table.groupby("policy", sort=False):
-        line, = ax.plot(part["month"], part["mean"], marker=".", label=name)
+        color = None if colors is None else colors.get(name)
+        line, = ax.plot(part["month"], part["mean"], marker=".", label=name, color=color)
         ax.fill_between(part["month"], part["low"], part["high"], color=line.get_color(),
                         alpha=0.2)
     ax.set(xlabel="simulated month", ylabel=ylabel)
@@ -485,20 +488,23 @@ def plot_policy_curves(table: pd.DataFrame, *, ylabel: str, ax: Axes | None = No
 
 
 def plot_metric_link(x: pd.Series, y: pd.DataFrame, *, xlabel: str, ylabel: str,
-                     ax: Axes | None = None) -> Axes:
+                     colors: dict | None = None, ax: Axes | None = None) -> Axes:
     """Each policy's offline metric ``x`` against an outcome ``y`` (columns ``mean``, ``low``,
-    ``high``), with the outcome's interval and the policy's name."""
+    ``high``), with the outcome's interval; policies are told apart by colour and marker
+    in the legend."""
     ax = _axes(ax, (6, 4))
     names = [n for n in x.index if n in y.index]
     if not names:
         raise ValueError("x and y share no policy.")
-    mean = y.loc[names, "mean"].to_numpy(dtype=float)
-    err = [mean - y.loc[names, "low"].to_numpy(dtype=float),
-           y.loc[names, "high"].to_numpy(dtype=float) - mean]
-    ax.errorbar(x.loc[names].to_numpy(dtype=float), mean, yerr=err, fmt="o", capsize=3)
-    for name, xv, yv in zip(names, x.loc[names], mean, strict=True):
-        ax.annotate(name, (xv, yv), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    markers = "osD^vP*X"
+    for k, name in enumerate(names):
+        mean = float(y.loc[name, "mean"])
+        err = [[mean - float(y.loc[name, "low"])], [float(y.loc[name, "high"]) - mean]]
+        ax.errorbar(float(x.loc[name]), mean, yerr=err, fmt=markers[k % len(markers)],
+                    capsize=3, label=name,
+                    color=None if colors is None else colors.get(name))
     ax.axhline(0.0, color="0.5", lw=0.8)
     ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.legend(fontsize=8, frameon=False, loc="lower right")
     ax.spines[["top", "right"]].set_visible(False)
     return ax
