@@ -35,6 +35,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from companion._checks import check_frame, check_in, check_positive_int, check_timestamp
+from companion.nn import EarlyStopping
 from companion.preprocessing import check_interactions
 from companion.ranking import METRICS, metrics_from_hits
 from companion.recommenders import Recommender
@@ -288,7 +289,7 @@ class TextEncoder:
         b = self.batch_size
         n = self.pairs_per_epoch // b * b
         labels = np.tile(np.arange(b, dtype=np.int32), n // b)
-        best, best_weights, waited = -np.inf, None, 0
+        stopper = EarlyStopping(self.patience)
         self.history_ = []
         for epoch in tqdm(range(1, self.epochs + 1), desc="text encoder", disable=not progress,
                           leave=False):
@@ -303,19 +304,11 @@ class TextEncoder:
                    "seconds": time.perf_counter() - tic}
             if validation is not None:
                 row["validation"] = float(validation(self))
-                if row["validation"] > best:
-                    best, best_weights, waited = row["validation"], \
-                        self.encoder_.get_weights(), 0
-                    self.best_epoch_ = epoch
-                else:
-                    waited += 1
+                stopper.update(epoch, row["validation"], self.encoder_.get_weights)
             self.history_.append(row)
-            if validation is not None and waited >= self.patience:
+            if validation is not None and stopper.stop:
                 break
-        if best_weights is not None:
-            self.encoder_.set_weights(best_weights)
-        else:
-            self.best_epoch_ = len(self.history_)
+        self.best_epoch_ = stopper.finish(self.encoder_.set_weights, len(self.history_))
         return self
 
     def transform(self, texts: pd.Series) -> np.ndarray:
@@ -1024,7 +1017,7 @@ class ContextTwoTower:
         n = len(user) if self.lines_per_epoch is None else min(
             len(user), check_positive_int(self.lines_per_epoch, name="lines_per_epoch"))
         labels = np.tile(np.arange(b, dtype=np.int32), max(n // b, 1))
-        best, best_weights, waited = -np.inf, None, 0
+        stopper = EarlyStopping(self.patience)
         self.history_ = []
         for epoch in tqdm(range(1, self.epochs + 1), desc="context two-tower",
                           disable=not progress, leave=False):
@@ -1040,19 +1033,11 @@ class ContextTwoTower:
                 scores = evaluate_baskets(self, validation)
                 row["validation NDCG@10"] = float(np.mean([f["NDCG"].mean()
                                                            for f in scores.values()]))
-                if row["validation NDCG@10"] > best:
-                    best, best_weights, waited = row["validation NDCG@10"], \
-                        model.get_weights(), 0
-                    self.best_epoch_ = epoch
-                else:
-                    waited += 1
+                stopper.update(epoch, row["validation NDCG@10"], model.get_weights)
             self.history_.append(row)
-            if validation is not None and waited >= self.patience:
+            if validation is not None and stopper.stop:
                 break
-        if best_weights is not None:
-            model.set_weights(best_weights)
-        else:
-            self.best_epoch_ = len(self.history_)
+        self.best_epoch_ = stopper.finish(model.set_weights, len(self.history_))
         self._cache()
         return self
 

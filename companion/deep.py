@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from companion._checks import check_positive_int
 from companion.embeddings import seed_everything
+from companion.nn import EarlyStopping
 from companion.recommenders import Recommender
 
 
@@ -45,7 +46,7 @@ class KerasRecommender(Recommender):
             from companion.ranking import RankingTask
 
             task = RankingTask.from_split(frame.drop(columns=["u", "i"]), self._validation)
-        best, best_weights, waited = -np.inf, None, 0
+        stopper = EarlyStopping(self.patience)
         self.history_ = []
         for epoch in range(1, self.epochs + 1):
             start = time.perf_counter()
@@ -53,19 +54,11 @@ class KerasRecommender(Recommender):
             row = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - start}
             if task is not None:
                 row["validation NDCG@10"] = _validation_ndcg(self, task)
-                if row["validation NDCG@10"] > best:
-                    best, best_weights, waited = row["validation NDCG@10"], \
-                        self.model_.get_weights(), 0
-                    self.best_epoch_ = epoch
-                else:
-                    waited += 1
+                stopper.update(epoch, row["validation NDCG@10"], self.model_.get_weights)
             self.history_.append(row)
-            if task is not None and waited >= self.patience:
+            if task is not None and stopper.stop:
                 break
-        if best_weights is not None:
-            self.model_.set_weights(best_weights)
-        else:
-            self.best_epoch_ = len(self.history_)
+        self.best_epoch_ = stopper.finish(self.model_.set_weights, len(self.history_))
         self._after_fit()
 
     def _after_fit(self) -> None:

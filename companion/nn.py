@@ -1,8 +1,10 @@
-"""Weight initialisation, and what it does to signals in a deep network.
+"""Weight initialisation, what it does to signals in a deep network, and early stopping.
 
 :func:`initialise` draws a weight matrix with one of the schemes of chapter 3;
 :func:`signal_propagation` pushes a batch through a deep fully connected network and
-back, and reports the spread of activations and gradients at every layer.
+back, and reports the spread of activations and gradients at every layer;
+:class:`EarlyStopping` keeps the best epoch's weights for the training loops of the
+Keras models.
 """
 
 from __future__ import annotations
@@ -126,3 +128,36 @@ def signal_propagation(
     out = pd.DataFrame(rows).set_index("layer")
     out.attrs.update(scheme=scheme, activation=activation)
     return out
+
+
+class EarlyStopping:
+    """Keep the weights of the best epoch by a validation score (higher is better) and say
+    when ``patience`` epochs have passed without an improvement.
+
+    Call :meth:`update` after each scored epoch, stop when :attr:`stop` is true, and call
+    :meth:`finish` at the end: it restores the best weights and returns the epoch they come
+    from (the last epoch run when no epoch was scored).
+    """
+
+    def __init__(self, patience: int) -> None:
+        self.patience = check_positive_int(patience, name="patience")
+        self.best, self.weights, self.waited, self.best_epoch = -np.inf, None, 0, None
+
+    def update(self, epoch: int, score: float, get_weights) -> None:
+        """Record ``score`` for ``epoch``; ``get_weights()`` is called on an improvement."""
+        if score > self.best:
+            self.best, self.weights, self.waited, self.best_epoch = score, get_weights(), 0, epoch
+        else:
+            self.waited += 1
+
+    @property
+    def stop(self) -> bool:
+        """Whether ``patience`` scored epochs in a row brought no improvement."""
+        return self.waited >= self.patience
+
+    def finish(self, set_weights, epochs_run: int) -> int:
+        """Restore the best weights with ``set_weights`` and return the epoch kept."""
+        if self.weights is None:
+            return epochs_run
+        set_weights(self.weights)
+        return self.best_epoch

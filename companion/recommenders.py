@@ -35,19 +35,26 @@ class Recommender:
         frame = check_interactions(interactions)
         self.user_encoder_ = IdEncoder("use_unknown").fit(frame["user_id"])
         self.item_encoder_ = IdEncoder("use_unknown").fit(self._catalogue_ids(frame))
+        frame, counts = self._encode(frame)
+        self.seen_ = counts
+        self._count_buyers()
+        self._fit(frame, counts)
+        return self
+
+    def _encode(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, sp.csr_matrix]:
+        """The frame with user and item codes (``u``, ``i``) and its users x items counts."""
         users = self.user_encoder_.transform(frame["user_id"])
         items = self.item_encoder_.transform(frame["item_id"])
-        frame = frame.assign(u=users, i=items)
         shape = (len(self.user_encoder_), len(self.item_encoder_))
         counts = sp.csr_matrix((np.ones(len(frame), dtype=np.float32), (users, items)),
                                shape=shape)
         counts.sum_duplicates()
-        self.seen_ = counts
-        binary = counts.copy()
+        return frame.assign(u=users, i=items), counts
+
+    def _count_buyers(self) -> None:
+        binary = self.seen_.copy()
         binary.data[:] = 1.0
         self.popularity_ = np.asarray(binary.sum(axis=0)).ravel().astype(np.float32)
-        self._fit(frame, counts)
-        return self
 
     def partial_fit(self, interactions: pd.DataFrame) -> Recommender:
         """Update a fitted model with new interactions instead of starting over.
@@ -64,18 +71,11 @@ class Recommender:
         frame = check_interactions(interactions)
         self.user_encoder_.extend(frame["user_id"])
         self.item_encoder_.extend(frame["item_id"])
-        users = self.user_encoder_.transform(frame["user_id"])
-        items = self.item_encoder_.transform(frame["item_id"])
-        frame = frame.assign(u=users, i=items)
-        shape = (len(self.user_encoder_), len(self.item_encoder_))
-        counts = sp.csr_matrix((np.ones(len(frame), dtype=np.float32), (users, items)),
-                               shape=shape)
-        counts.sum_duplicates()
+        frame, counts = self._encode(frame)
         old = self.seen_.tocoo()
-        self.seen_ = (sp.csr_matrix((old.data, (old.row, old.col)), shape=shape) + counts).tocsr()
-        binary = self.seen_.copy()
-        binary.data[:] = 1.0
-        self.popularity_ = np.asarray(binary.sum(axis=0)).ravel().astype(np.float32)
+        self.seen_ = (sp.csr_matrix((old.data, (old.row, old.col)), shape=counts.shape)
+                      + counts).tocsr()
+        self._count_buyers()
         self._partial_fit(frame, counts)
         return self
 

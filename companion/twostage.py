@@ -576,6 +576,17 @@ def candidate_ndcg(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k
     return float(np.mean(dcg.to_numpy() / ideal))
 
 
+def _fitted_features(ranker, features) -> np.ndarray:
+    """``features`` as float32 after checking that ``ranker`` is fitted and the columns fit."""
+    if not hasattr(ranker, "model_"):
+        raise RuntimeError(f"this {type(ranker).__name__} is not fitted yet; call fit first.")
+    x = np.asarray(features, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != len(ranker.feature_names_):
+        raise ValueError(f"features must have {len(ranker.feature_names_)} columns, got "
+                         f"shape {x.shape}.")
+    return x
+
+
 class LightGBMRanker:
     """Gradient-boosted trees with the LambdaRank objective, one query per customer.
 
@@ -643,12 +654,7 @@ class LightGBMRanker:
 
     def predict(self, features) -> np.ndarray:
         """Scores of each row (higher is better)."""
-        if not hasattr(self, "model_"):
-            raise RuntimeError("this LightGBMRanker is not fitted yet; call fit first.")
-        x = np.asarray(features, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != len(self.feature_names_):
-            raise ValueError(f"features must have {len(self.feature_names_)} columns, got "
-                             f"shape {x.shape}.")
+        x = _fitted_features(self, features)
         return self.model_.predict(x, num_iteration=self.best_iteration_)
 
 
@@ -773,12 +779,7 @@ class KerasListwiseRanker:
     def predict(self, features, groups=None) -> np.ndarray:
         """Scores of each row. The MLP scores rows independently, so ``groups`` is
         optional (rows are then scored in blocks)."""
-        if not hasattr(self, "model_"):
-            raise RuntimeError("this KerasListwiseRanker is not fitted yet; call fit first.")
-        x = np.asarray(features, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != len(self.feature_names_):
-            raise ValueError(f"features must have {len(self.feature_names_)} columns, got "
-                             f"shape {x.shape}.")
+        x = _fitted_features(self, features)
         z = self._transform(x)
         q = np.arange(len(z)) // 256 if groups is None else np.asarray(groups)
         return self._predict_z(z, q)

@@ -63,6 +63,26 @@ def test_nn_rejects_bad_input():
         nn.signal_propagation("he_normal", x=np.ones(4))
 
 
+def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
+    weights = {"w": 0}
+    stopper = nn.EarlyStopping(patience=2)
+    scores = [0.1, 0.3, 0.2, 0.25, 0.9]
+    for epoch, score in enumerate(scores, start=1):
+        weights["w"] = epoch
+        stopper.update(epoch, score, lambda: dict(weights))
+        if stopper.stop:
+            break
+    assert epoch == 4  # two epochs without beating 0.3: the 0.9 is never seen
+    assert stopper.finish(lambda w: weights.update(w), epoch) == 2
+    assert weights["w"] == 2  # the weights of epoch 2 are back
+
+    unscored = nn.EarlyStopping(patience=1)
+    assert not unscored.stop
+    assert unscored.finish(lambda w: pytest.fail("nothing to restore"), 7) == 7
+    with pytest.raises(ValueError, match="patience"):
+        nn.EarlyStopping(patience=0)
+
+
 def test_skipgram_learns_planted_groups():
     rng = np.random.default_rng(0)
     groups = [[f"a{i}" for i in range(6)], [f"b{i}" for i in range(6)]]
