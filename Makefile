@@ -23,12 +23,12 @@ export MKL_NUM_THREADS := 1
 export COMPANION_RESULTS_CACHE := $(abspath _build/results_cache)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install book test lint unit nbval book-strict check-pages check-render clean
+.PHONY: install book test lint unit nbval book-strict check-pages check-render clean lab
 
 $(VENV)/.stamp-install: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[book,test]"
+	$(PY) -m pip install --quiet -e ".[book,test,spark]"
 	touch $@
 
 install: $(VENV)/.stamp-install
@@ -53,7 +53,9 @@ unit: install
 # Chapters go to the two workers in this order: the longest first, so that both workers
 # finish at about the same time; then every other chapter. Only files with a notebook
 # header are named: pytest stops with "not found" on a named file it does not collect.
-NBVAL_FIRST := book/05b_deep_recommenders.md book/06c_closed_loop.md book/05c_two_stage.md
+NBVAL_FIRST := book/05b_deep_recommenders.md book/06c_closed_loop.md book/05c_two_stage.md \
+	book/03f_monitoring_compression.md book/08_trends.md book/06a_behaviour_churn.md \
+	book/07b_scale_out.md book/06d_content_context.md book/06f_ad_copy.md
 NBVAL_ALL   := $(sort $(shell grep -l '^kernelspec:' book/*.md))
 NBVAL_FILES := $(NBVAL_FIRST) $(filter-out $(NBVAL_FIRST),$(NBVAL_ALL))
 
@@ -73,3 +75,10 @@ check-render: install
 
 clean:
 	rm -rf _build
+
+# Open the book in JupyterLab: each .md chapter opens as a notebook on this environment's
+# kernel, with COMPANION_DATA_DIR set (tools/lab.py). Installs JupyterLab and Jupytext into
+# .venv on first use. LAB_ARGS="--no-browser --port 8899" passes options to JupyterLab.
+lab: install
+	$(PY) -m pip install --quiet -e ".[lab]"
+	$(PY) tools/lab.py $(LAB_ARGS)

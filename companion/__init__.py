@@ -10,6 +10,9 @@ behaviour
     Monthly activity, repeat purchase and cohort retention.
 plotting
     Figures shared by the chapters.
+
+The book's API reference page lists every module. A shop can run the pipeline on its own
+order export without writing code: ``python -m companion --help`` (:mod:`companion.cli`).
 """
 
 __version__ = "0.1.0"

@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = set(project["dependencies"])
-    for extra in ("book", "test"):
-        wanted |= set(project["optional-dependencies"][extra])
+    for extra in project["optional-dependencies"].values():
+        wanted |= set(extra)
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     listed = {p for p in pip if p != "-e ."}
@@ -47,3 +47,15 @@ def test_every_chapter_is_in_the_toc():
 def test_toc_files_walks_nested_entries():
     toc = {"root": "a", "parts": [{"chapters": [{"file": "b", "sections": [{"file": "c"}]}]}]}
     assert toc_files(toc) == ["a", "b", "c"]
+
+
+def test_every_public_module_is_in_the_api_reference():
+    import re
+
+    page = (ROOT / "book" / "api.md").read_text()
+    documented = set(re.findall(r"automodule:: companion\.(\w+)", page))
+    modules = {p.stem for p in (ROOT / "companion").glob("*.py")
+               if not p.name.startswith("_")}
+    assert documented == modules, (
+        f"missing from book/api.md: {sorted(modules - documented)}; "
+        f"not modules: {sorted(documented - modules)}")
