@@ -109,26 +109,6 @@ def pytest_addoption(parser):
         "--book-cache", action="store_true", default=False,
         help="store each notebook whose cells all pass, executed, in the book's "
              "jupyter-cache (_config.yml execute.cache) for jupyter-book build to reuse")
-    parser.getgroup("nbval").addoption(
-        "--nbval-first", default="",
-        help="comma-separated notebook file names to run first, in this order "
-             "(the rest follow in collection order)")
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """With ``--nbval-first=a.md,b.md``, run those notebooks first, in that order.
-
-    pytest collects the files of one folder in the folder's order, whatever the order on
-    the command line, and pytest-xdist hands whole files (``--dist loadfile``) to its
-    workers in collection order. Sending the longest chapters first lets two workers
-    finish at about the same time. The sort is stable: cells keep their order.
-    """
-    first = [name.strip() for name in (config.getoption("nbval_first") or "").split(",")
-             if name.strip()]
-    if not first:
-        return
-    rank = {name: i for i, name in enumerate(first)}
-    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))
 
 
 def pytest_collect_file(file_path: Path, parent):
