@@ -86,3 +86,68 @@ def test_jupyterlab_with_jupytext_is_installed_for_make_lab():
     import jupytext
 
     assert jupytext.__version__ >= "1.16"
+
+
+def test_allow_root_is_added_only_as_root(monkeypatch):
+    flag = "--allow-root"
+    assert flag in lab.lab_command(as_root=True)
+    assert flag not in lab.lab_command(as_root=False)
+    # given by the user as well: passed once, and the user's options stay last
+    command = lab.lab_command([flag, "--no-browser"], as_root=True)
+    assert command.count(flag) == 1 and command[-2:] == [flag, "--no-browser"]
+    # the default asks the operating system who runs it
+    monkeypatch.setattr(os, "geteuid", lambda: 0, raising=False)
+    assert lab.running_as_root() and flag in lab.lab_command()
+    monkeypatch.setattr(os, "geteuid", lambda: 1000, raising=False)
+    assert not lab.running_as_root() and flag not in lab.lab_command()
+    monkeypatch.delattr(os, "geteuid", raising=False)  # Windows has no user ids
+    assert not lab.running_as_root()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_jupyterlab_starts_with_the_make_lab_command(tmp_path):
+    """Start the server the way `make lab` does (as root, too), check it answers, stop it."""
+    pytest.importorskip("jupyterlab", reason="installed by `make lab`, not by `make install`")
+    import subprocess
+    import time
+    import urllib.request
+
+    port, token = _free_port(), "make-lab-test"
+    options = ["--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+               f"--IdentityProvider.token={token}"]
+    env = lab.lab_environment({"PATH": os.environ.get("PATH", ""),
+                               "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+                               "HOME": str(tmp_path), "JUPYTER_CONFIG_DIR": str(tmp_path / "c"),
+                               "JUPYTER_DATA_DIR": str(tmp_path / "d"),
+                               "JUPYTER_RUNTIME_DIR": str(tmp_path / "r")})
+    log = tmp_path / "lab.log"
+    if lab.running_as_root():
+        # without the flag JupyterLab refuses root, which is what `make lab` ran into
+        refused = subprocess.run(lab.lab_command(options, as_root=False), env=env, cwd=ROOT,
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0
+        assert "--allow-root" in refused.stderr, refused.stderr[-2000:]
+    with log.open("w") as out:
+        server = subprocess.Popen(lab.lab_command(options), env=env, cwd=ROOT,
+                                  stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/api/status?token={token}"
+        deadline, status = time.monotonic() + 120, None
+        while status is None and server.poll() is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    status = json.loads(response.read())
+            except OSError:
+                time.sleep(0.5)
+        assert status is not None, log.read_text()[-3000:]
+        assert "started" in status
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

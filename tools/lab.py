@@ -11,7 +11,9 @@ What it does, in order:
 3. puts this environment's ``bin`` first on ``PATH``, so that the ``python3`` kernel spec
    (``python -m ipykernel_launcher``) starts this environment's Python with the companion;
 4. starts ``jupyter lab`` in the repository, opened on ``book/``. Extra arguments are
-   passed on (``python tools/lab.py --no-browser --port 8899``).
+   passed on (``python tools/lab.py --no-browser --port 8899``). Run as root (in a
+   container, or a root shell), it adds ``--allow-root``, without which JupyterLab refuses
+   to start.
 """
 
 from __future__ import annotations
@@ -71,10 +73,21 @@ def lab_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def lab_command(extra: Sequence[str] = ()) -> list[str]:
-    """The ``jupyter lab`` command line, opened on the repository with ``book/`` shown."""
+def running_as_root() -> bool:
+    """Whether this process runs as root (never on systems without ``os.geteuid``)."""
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def lab_command(extra: Sequence[str] = (), *, as_root: bool | None = None) -> list[str]:
+    """The ``jupyter lab`` command line, opened on the repository with ``book/`` shown.
+
+    ``as_root`` (default: :func:`running_as_root`) adds ``--allow-root``, which JupyterLab
+    demands before it starts as root; it is not repeated when ``extra`` already has it.
+    """
+    as_root = running_as_root() if as_root is None else as_root
+    root_flag = ["--allow-root"] if as_root and "--allow-root" not in extra else []
     return [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={ROOT}",
-            f"--FileContentsManager.preferred_dir={ROOT / 'book'}", *extra]
+            f"--FileContentsManager.preferred_dir={ROOT / 'book'}", *root_flag, *extra]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{DATA_DIR_ENV}={env.get(DATA_DIR_ENV, '(unset: the companion uses its cache)')}",
           file=sys.stderr)
     command = lab_command(sys.argv[1:] if argv is None else argv)
+    if "--allow-root" in command and running_as_root():
+        print("Running as root: JupyterLab is started with --allow-root.", file=sys.stderr)
     os.chdir(ROOT)
     os.execve(command[0], command, env)
     return 0  # pragma: no cover
