@@ -217,3 +217,65 @@ def characteristic_items(interactions: pd.DataFrame, groups: pd.Series, n: int =
         lift = (counts / (groups == group).sum()) / overall.reindex(counts.index)
         out[group] = list(lift.sort_values(ascending=False).index[:n])
     return pd.Series(out, name="characteristic items")
+
+
+def period_retention(interactions: pd.DataFrame, start: object, middle: object,
+                     end: object) -> pd.Series:
+    """Three measures of how the customers of one period stay with the shop in the next.
+
+    The customers who bought in ``[start, middle)`` are followed into ``[middle, end)``:
+    ``customers`` is the share of them who bought again (customer retention),
+    ``revenue`` what they spent in the second period over what they spent in the first
+    (net revenue retention, which can exceed 1) and ``invoices`` the same ratio for
+    their invoices. The three are forms of "stickiness" and need not agree.
+    """
+    from companion._checks import check_timestamp
+
+    frame = _check(interactions)
+    a, b, c = (check_timestamp(t, name=n) for t, n in
+               ((start, "start"), (middle, "middle"), (end, "end")))
+    if not a < b < c:
+        raise ValueError(f"need start < middle < end, got {a}, {b}, {c}.")
+    ts = frame["timestamp"]
+    first = frame[(ts >= a) & (ts < b)]
+    if first.empty:
+        raise ValueError(f"no interactions in the first period [{a}, {b}).")
+    second = frame[(ts >= b) & (ts < c) & frame["user_id"].isin(first["user_id"])]
+    return pd.Series({
+        "customers": second["user_id"].nunique() / first["user_id"].nunique(),
+        "revenue": second["value"].sum() / first["value"].sum(),
+        "invoices": second["invoice"].nunique() / first["invoice"].nunique(),
+    }, name="retention")
+
+
+def basket_overlap(interactions: pd.DataFrame, min_baskets: int = 3) -> pd.DataFrame:
+    """How much of each customer's last basket repeats an earlier one, by position.
+
+    For every customer with at least ``min_baskets`` invoices (ordered by time), the share
+    of the distinct products of the last invoice that were also in the one before it
+    (``previous``) and in the very first one (``first``). If purchase order carried no
+    information, the two would be equal on average.
+    """
+    from companion._checks import check_positive_int
+
+    check_positive_int(min_baskets, name="min_baskets")
+    if min_baskets < 3:
+        raise ValueError(f"min_baskets must be at least 3 (last, previous, first distinct), "
+                         f"got {min_baskets}.")
+    frame = _check(interactions)[["user_id", "item_id", "invoice", "timestamp"]]
+    order = (frame.groupby(["user_id", "invoice"])["timestamp"].min()
+             .groupby(level=0).rank(method="first").astype(int).rename("position"))
+    frame = frame.join(order, on=["user_id", "invoice"]).drop_duplicates(
+        ["user_id", "item_id", "position"])
+    n = frame.groupby("user_id")["position"].transform("max")
+    frame = frame[n >= min_baskets].assign(n=n[n >= min_baskets])
+    last = frame[frame["position"] == frame["n"]][["user_id", "item_id"]]
+    out = {}
+    for name, mask in (("previous", frame["position"] == frame["n"] - 1),
+                       ("first", frame["position"] == 1)):
+        seen = frame[mask][["user_id", "item_id"]].assign(hit=1.0)
+        hits = last.merge(seen, on=["user_id", "item_id"], how="left")["hit"].fillna(0.0)
+        out[name] = hits.groupby(last["user_id"].to_numpy()).mean()
+    table = pd.DataFrame(out)
+    table.index.name = "user_id"
+    return table

@@ -94,18 +94,27 @@ class Adam(Optimizer):
     learning rate and the betas are rounded to float32 as Keras stores them, and epsilon is
     added to :math:`\sqrt{v_t}` before the bias correction (the paper's
     ":math:`\hat\epsilon`" form) instead of to :math:`\sqrt{\hat v_t}`.
+
+    ``bias_correction=False`` is the update the source article prints (its sections 3.7.4.3
+    and 4.2.3), :math:`\theta \leftarrow \theta - \alpha m_t / (\sqrt{v_t} + \epsilon)`
+    with the raw averages. Both start near zero, at different speeds, so each step is
+    :math:`(1-\beta_1^t)/\sqrt{1-\beta_2^t}` times the corrected one: at the default betas
+    about 3.2 at the first step and more than 3 for the first hundred (for small epsilon).
     """
 
     def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9,
                  beta_2: float = 0.999, epsilon: float = 1e-7,
-                 keras_compatible: bool = False) -> None:
+                 keras_compatible: bool = False, bias_correction: bool = True) -> None:
         super().__init__(learning_rate)
+        if keras_compatible and not bias_correction:
+            raise ValueError("keras_compatible=True needs bias_correction=True: Keras corrects.")
         self.beta_1 = _unit(beta_1, "beta_1")
         self.beta_2 = _unit(beta_2, "beta_2")
         if epsilon <= 0:
             raise ValueError(f"epsilon must be positive, got {epsilon!r}.")
         self.epsilon = float(epsilon)
         self.keras_compatible = keras_compatible
+        self.bias_correction = bias_correction
         self.m: np.ndarray | None = None
         self.v: np.ndarray | None = None
 
@@ -118,6 +127,8 @@ class Adam(Optimizer):
             b1, b2, lr = (float(np.float32(v)) for v in (b1, b2, lr))
         self.m = self.m + (grads - self.m) * (1 - self.beta_1)
         self.v = self.v + (grads**2 - self.v) * (1 - self.beta_2)
+        if not self.bias_correction:
+            return params - lr * self.m / (np.sqrt(self.v) + self.epsilon)
         if self.keras_compatible:
             alpha = lr * np.sqrt(1 - b2**t) / (1 - b1**t)
             return params - alpha * self.m / (np.sqrt(self.v) + self.epsilon)

@@ -234,3 +234,43 @@ def test_new_plots():
     with pytest.raises(ValueError, match="shape"):
         plotting.plot_embedding_map(np.zeros((3, 3)), pd.Series([1, 2, 3]))
     plt.close("all")
+
+
+def test_period_retention_by_hand(tiny):
+    # first period January: users 1 and 2 (value 12, invoices i1, i4); in Feb-Mar user 1
+    # buys i2 and i3 (6), user 2 buys i5 (5): both come back, spending 11 of 12
+    out = behaviour.period_retention(tiny, "2011-01-01", "2011-02-01", "2011-04-01")
+    assert out["customers"] == 1.0
+    assert out["revenue"] == pytest.approx(11 / 12)
+    assert out["invoices"] == pytest.approx(3 / 2)
+    # February: users 1 and 3; only user 1 buys in March
+    out = behaviour.period_retention(tiny, "2011-02-01", "2011-03-01", "2011-04-01")
+    assert out["customers"] == 0.5
+    assert out["revenue"] == pytest.approx(1 / 9)
+    with pytest.raises(ValueError, match="start < middle < end"):
+        behaviour.period_retention(tiny, "2011-03-01", "2011-02-01", "2011-04-01")
+    with pytest.raises(ValueError, match="no interactions"):
+        behaviour.period_retention(tiny, "2010-01-01", "2010-02-01", "2011-04-01")
+
+
+def test_basket_overlap_by_hand():
+    rows = [  # user 1: {a, b} -> {c} -> {a, c}; user 2: {a} -> {b} -> {a, b, c, d}
+        (1, "a", "2011-01-01", "x1", 1.0), (1, "b", "2011-01-01", "x1", 1.0),
+        (1, "c", "2011-02-01", "x2", 1.0),
+        (1, "a", "2011-03-01", "x3", 1.0), (1, "c", "2011-03-01", "x3", 1.0),
+        (2, "a", "2011-01-02", "y1", 1.0), (2, "b", "2011-02-02", "y2", 1.0),
+        (2, "a", "2011-03-02", "y3", 1.0), (2, "b", "2011-03-02", "y3", 1.0),
+        (2, "c", "2011-03-02", "y3", 1.0), (2, "d", "2011-03-02", "y3", 1.0),
+        (3, "a", "2011-01-03", "z1", 1.0), (3, "a", "2011-02-03", "z2", 1.0),  # 2 baskets
+    ]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "invoice", "value"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    out = behaviour.basket_overlap(frame.sample(frac=1, random_state=0))  # order from time
+    assert list(out.index) == [1, 2]
+    assert out.loc[1, "previous"] == 0.5 and out.loc[1, "first"] == 0.5
+    assert out.loc[2, "previous"] == 0.25 and out.loc[2, "first"] == 0.25
+    frame.loc[frame["invoice"] == "x3", "item_id"] = ["c", "c"]  # a repeated product
+    out = behaviour.basket_overlap(frame)
+    assert out.loc[1, "previous"] == 1.0 and out.loc[1, "first"] == 0.0
+    with pytest.raises(ValueError, match="at least 3"):
+        behaviour.basket_overlap(frame, min_baskets=2)

@@ -137,6 +137,26 @@ def test_keras_compatible_adam_is_bit_identical():
     np.testing.assert_array_equal(ours, theirs)
 
 
+def test_uncorrected_adam_is_the_sources_update():
+    """The source's theta update uses the raw averages: by hand, and 3.16 times too big."""
+    g = np.array([0.5, -2.0, 1e-3])
+    raw = optim.Adam(0.01, epsilon=1e-12, bias_correction=False)
+    first = raw.step(np.zeros(3), g)
+    m, v = 0.1 * g, 0.001 * g**2
+    np.testing.assert_allclose(first, -0.01 * m / (np.sqrt(v) + 1e-12), rtol=1e-12)
+    corrected = optim.Adam(0.01, epsilon=1e-12).step(np.zeros(3), g)
+    np.testing.assert_allclose(corrected, -0.01 * np.sign(g), rtol=1e-9)
+    np.testing.assert_allclose(first / corrected, 0.1 / np.sqrt(0.001), rtol=1e-6)
+    # the second step: ratio (1 - beta1^2) / sqrt(1 - beta2^2), for a constant gradient
+    a = raw.step(first, g) - first
+    b = optim.Adam(0.01, epsilon=1e-12)
+    b.step(np.zeros(3), g)
+    np.testing.assert_allclose(a / (b.step(corrected, g) - corrected),
+                               0.19 / np.sqrt(1 - 0.999**2), rtol=1e-6)
+    with pytest.raises(ValueError, match="bias_correction"):
+        optim.Adam(keras_compatible=True, bias_correction=False)
+
+
 def test_ema_momentum_is_heavy_ball_with_a_smaller_step():
     ema = optim.minimise(lambda x: A @ x, [1.0, 1.0], optim.Momentum(0.1, 0.9, form="ema"), 50)
     heavy = optim.minimise(lambda x: A @ x, [1.0, 1.0], optim.Momentum(0.01, 0.9), 50)
