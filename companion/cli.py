@@ -73,8 +73,9 @@ def _orders_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CSV encoding, e.g. utf-8 or latin-1 (default: sniffed)")
     parser.add_argument("--delimiter", default=None, metavar="CHAR",
                         help="CSV delimiter: , ; | or 'tab' (default: sniffed)")
-    parser.add_argument("--decimal", choices=(".", ","), default=None,
-                        help="decimal mark of numbers in a CSV file (default: sniffed)")
+    parser.add_argument("--decimal", choices=(".", ","), default=None, metavar="MARK",
+                        help="decimal mark of numbers in a CSV file, '.' or ',' "
+                             "(default: sniffed)")
     parser.add_argument("--timezone", default="UTC", metavar="ZONE",
                         help="convert timestamps with a UTC offset to this zone, an IANA "
                              "name such as Europe/London (default UTC)")
