@@ -299,6 +299,7 @@ class Table:
     delimiter: str | None = None
 
     def describe(self) -> str:
+        """``"csv, encoding utf-8, semicolon-separated"``, or the format's name."""
         if self.format != "csv":
             return self.format
         return (f"csv, encoding {self.encoding}, "
@@ -472,7 +473,7 @@ def _numbers(values: pd.Series, *, decimal: str, integer: bool, source: str,
 
 
 def check_timezone(timezone: str) -> object:
-    """The :class:`zoneinfo.ZoneInfo` of an IANA time-zone name, or a clear error."""
+    """The ``zoneinfo.ZoneInfo`` of an IANA time-zone name, or a clear error."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
@@ -607,7 +608,7 @@ class Orders:
     ----------
     lines
         Order lines in the Online Retail II schema, kinds checked; ``Customer ID`` holds
-        the integer codes of :attr:`customers` and ``InvoiceDate`` times without a zone.
+        the integer codes of :attr:`Orders.customers` and ``InvoiceDate`` times without a zone.
     refunds
         True for each line the return convention marks as a refund.
     customers
