@@ -227,11 +227,29 @@ def test_commands_on_each_export(name, raw, cleaned, expected, tmp_path, capsys)
         "customer_id"].nunique()
 
 
-def test_numeric_ids_come_out_as_numbers(expected, raw):
-    top = expected["recommend"]
-    assert top["customer_id"].str.fullmatch(r"\d{5}").all()  # 17850, not 17850.0
-    assert set(top["customer_id"].astype(int)) == set(
-        raw["CustomerID"].dropna().astype(int)) & set(top["customer_id"].astype(int))
+def test_numeric_ids_come_out_as_numbers(expected, cleaned):
+    for command in ("recommend", "churn"):
+        ids = expected[command]["customer_id"]
+        assert ids.str.fullmatch(r"\d{5}").all()  # 17850, not 17850.0
+        assert set(ids) == {str(c) for c in cleaned.transactions["customer_id"]}
+
+
+def test_forced_dialect(raw, tmp_path, capsys):
+    path = tmp_path / "orders.txt"
+    raw.to_csv(path, index=False, sep="\t")
+    for spelling in ("tab", "\\t", "\t"):
+        code, out, err = run(["validate", path, "--delimiter", spelling, "--encoding",
+                              "latin-1", "--decimal", "."], capsys)
+        assert code == 0, err
+        assert "encoding iso8859-1, tab-separated, decimal mark '.'" in out
+    code, _, err = run(["validate", path, "--delimiter", ";"], capsys)
+    assert code == 2 and "missing required column(s)" in err
+    code, _, err = run(["validate", path, "--delimiter", "ab"], capsys)
+    assert code == 2 and "delimiter must be one character" in err
+
+
+def test_cli_knows_every_return_convention():
+    assert cli._RETURNS == shop.RETURN_CONVENTIONS
 
 
 def test_offsets_converted_to_utc_by_default(raw, tmp_path, capsys):
