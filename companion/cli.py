@@ -15,9 +15,15 @@ Commands
 
 Every command takes ``--columns ours=theirs,...`` to map the file's column names onto the
 companion's (see :mod:`companion.shop`) and ``--format csv|parquet`` when the suffix does
-not tell. Errors on bad input (unknown format, empty file, missing column, bad dates) are
-one line on stderr naming the file, column and values, with exit status 2; outputs are
-written to a temporary file and renamed, so nothing half-written is left behind.
+not tell; ``--encoding``, ``--delimiter`` and ``--decimal`` force what is otherwise
+sniffed from a CSV file; ``--timezone`` is the zone timestamps with a UTC offset are
+converted to (UTC by default); ``--returns`` says how the export marks refunds (``C``
+invoices, negative quantities, or a status column named by ``--status-column`` with
+the values of ``--refund-status``). Customer and product ids may be any text and come
+out as given. Errors on bad input (unknown format, empty file, missing column, bad
+dates or numbers) are one line on stderr naming the file, column, row and value, with
+exit status 2; outputs are written to a temporary file and renamed, so nothing
+half-written is left behind.
 
 Parsing the command line imports nothing heavy (no pandas, no TensorFlow): ``--help`` is
 instant.
@@ -35,6 +41,7 @@ from companion import __version__
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 SERVING_MODULE = "companion.serving"
+_RETURNS = ("cancel-prefix", "negative-quantity", "status-column")  # shop.RETURN_CONVENTIONS
 
 _EPILOG = """\
 column mapping: --columns customer_id=CustomerID,invoice_date=OrderDate,...
@@ -42,8 +49,14 @@ column mapping: --columns customer_id=CustomerID,invoice_date=OrderDate,...
   (required), description, country (optional). Files in the UCI Online Retail schemas
   or with these names need no mapping.
 
+returns: --returns cancel-prefix     invoices starting with C (UCI, the default)
+         --returns negative-quantity negative quantities on ordinary orders
+         --returns status-column --status-column Status --refund-status refunded,returned
+
 examples:
   python -m companion validate orders.csv
+  python -m companion validate export.csv --returns negative-quantity --timezone Europe/Paris
+  python -m companion churn export.csv -o churn.csv --encoding latin-1 --delimiter ';'
   python -m companion report orders.parquet -o report.md
   python -m companion recommend orders.csv -o top10.csv -k 10
   python -m companion churn orders.csv -o churn.csv --horizon-days 90
@@ -56,6 +69,24 @@ def _orders_arguments(parser: argparse.ArgumentParser) -> None:
                         help="map the companion's column names onto the file's")
     parser.add_argument("--format", choices=("csv", "parquet"), default=None,
                         help="file format when the suffix does not tell")
+    parser.add_argument("--encoding", default=None,
+                        help="CSV encoding, e.g. utf-8 or latin-1 (default: sniffed)")
+    parser.add_argument("--delimiter", default=None, metavar="CHAR",
+                        help="CSV delimiter: , ; | or 'tab' (default: sniffed)")
+    parser.add_argument("--decimal", choices=(".", ","), default=None, metavar="MARK",
+                        help="decimal mark of numbers in a CSV file, '.' or ',' "
+                             "(default: sniffed)")
+    parser.add_argument("--timezone", default="UTC", metavar="ZONE",
+                        help="convert timestamps with a UTC offset to this zone, an IANA "
+                             "name such as Europe/London (default UTC)")
+    parser.add_argument("--returns", choices=_RETURNS, default=None,
+                        help="how refunds are marked: invoices starting with C (default), "
+                             "negative quantities, or a status column")
+    parser.add_argument("--status-column", default=None, metavar="COLUMN",
+                        help="the file's status column (implies --returns status-column)")
+    parser.add_argument("--refund-status", default="refunded", metavar="VALUE,...",
+                        help="status values that mark a refund, case ignored "
+                             "(default: refunded)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bars on stderr")
 
@@ -138,18 +169,32 @@ def _load(args: argparse.Namespace, bar):
     from companion import shop
 
     columns = shop.parse_column_mapping(args.columns)
+    returns = args.returns
+    if args.status_column is not None:
+        if returns not in (None, "status-column"):
+            raise shop.OrdersFileError(
+                f"--status-column goes with --returns status-column, not {returns}.")
+        returns = "status-column"
+    delimiter = args.delimiter
+    if delimiter is not None and delimiter.lower() in ("tab", "\\t"):
+        delimiter = "\t"
     bar.set_postfix_str("reading")
-    raw = shop.load_orders(args.orders, columns=columns, fmt=args.format)
+    orders = shop.load_orders(
+        args.orders, columns=columns, fmt=args.format, encoding=args.encoding,
+        delimiter=delimiter, decimal=args.decimal, timezone=args.timezone,
+        returns=returns or "cancel-prefix",
+        status_column=args.status_column,
+        refund_status=[s for s in args.refund_status.split(",") if s.strip()])
     bar.update()
-    return raw, f"orders file '{args.orders}'"
+    return orders
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from companion import shop
 
     with _progress(args, 2, "validate") as bar:
-        raw, source = _load(args, bar)
-        result = shop.validate(raw, source=str(args.orders))
+        orders = _load(args, bar)
+        result = shop.validate(orders, source=str(args.orders))
         bar.update()
     print(result.to_text())
     return EXIT_OK
@@ -159,13 +204,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from companion import shop
 
     with _progress(args, 4, "report") as bar:
-        raw, source = _load(args, bar)
+        orders = _load(args, bar)
         bar.set_postfix_str("cleaning")
-        cleaned, interactions = shop.clean(raw, source=source)
+        cleaned, interactions = shop.clean(orders)
         bar.update()
         bar.set_postfix_str("retention")
         summary = shop.retention_summary(interactions, horizon_days=args.horizon_days)
-        text = shop.report_text(cleaned, summary, source=str(args.orders))
+        text = shop.report_text(cleaned, summary, source=str(args.orders),
+                                returns=shop.returns_summary(cleaned))
         bar.update()
         if args.output:
             shop.write_text(text, args.output)
@@ -183,9 +229,9 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     from companion import shop
 
     with _progress(args, 4, "recommend") as bar:
-        raw, source = _load(args, bar)
+        orders = _load(args, bar)
         bar.set_postfix_str("cleaning")
-        _, interactions = shop.clean(raw, source=source)
+        _, interactions = shop.clean(orders)
         bar.update()
         bar.set_postfix_str(f"fitting {args.model}")
 
@@ -193,8 +239,9 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
             return tqdm(it, desc="customers (batches)", file=sys.stderr,
                         disable=args.no_progress, leave=False)
 
-        table = shop.top_k(interactions, k=args.k, model=args.model,
-                           exclude_seen=args.exclude_seen, progress=batches)
+        table = orders.customers.restore(shop.top_k(
+            interactions, k=args.k, model=args.model, exclude_seen=args.exclude_seen,
+            progress=batches))
         bar.update()
         shop.write_csv(table, args.output)
         bar.update()
@@ -207,12 +254,13 @@ def _cmd_churn(args: argparse.Namespace) -> int:
     from companion import shop
 
     with _progress(args, 4, "churn") as bar:
-        raw, source = _load(args, bar)
+        orders = _load(args, bar)
         bar.set_postfix_str("cleaning")
-        _, interactions = shop.clean(raw, source=source)
+        _, interactions = shop.clean(orders)
         bar.update()
         bar.set_postfix_str("fitting BG/NBD")
-        table = shop.churn_risk(interactions, horizon_days=args.horizon_days)
+        table = orders.customers.restore(
+            shop.churn_risk(interactions, horizon_days=args.horizon_days))
         bar.update()
         shop.write_csv(table, args.output)
         bar.update()

@@ -75,8 +75,8 @@ class CleanResult:
     transactions
         Clean purchase lines in canonical columns; ``customer_id`` is an integer.
     returns
-        Cancellation lines of known customers and real products (negative quantities),
-        kept aside for after-sales analysis.
+        Cancellation (or refund) lines of known customers and real products (negative
+        quantities), kept aside for after-sales analysis.
     report
         One row per rule: ``rule``, ``description``, ``rows_removed``, ``rows_modified``
         and ``rows_remaining``.
@@ -87,14 +87,15 @@ class CleanResult:
     report: pd.DataFrame
 
 
-def clean_transactions(raw: pd.DataFrame) -> CleanResult:
+def clean_transactions(raw: pd.DataFrame, *, refunds: object | None = None) -> CleanResult:
     """Apply the book's cleaning rules, in order, and report what each one did.
 
     1. ``strip_whitespace``: trim stray spaces in text columns (rows modified, none
        removed).
     2. ``missing_customer``: drop lines without a customer id; they cannot be tied to a
        person, so they tell nothing about retention.
-    3. ``cancellations``: set aside lines whose invoice starts with ``C`` as returns.
+    3. ``cancellations``: set aside lines whose invoice starts with ``C`` as returns
+       (``refunds`` instead when the lines marked by ``refunds`` are the returns).
     4. ``non_positive``: drop lines with quantity <= 0 or price <= 0 (free samples,
        stock corrections and bad-debt adjustments).
     5. ``non_product``: drop postage, fees, manual entries, discounts, vouchers and tests
@@ -105,12 +106,25 @@ def clean_transactions(raw: pd.DataFrame) -> CleanResult:
     ----------
     raw
         Invoice lines in the Online Retail or Online Retail II schema.
+    refunds
+        Optional boolean mask, one value per line of ``raw``, for exports that mark returns
+        otherwise than by a ``C`` invoice (negative quantities on ordinary orders, a status
+        column; see :mod:`companion.shop`). The marked lines are set aside as returns, with
+        their quantities made negative, and invoice numbers no longer matter.
 
     Returns
     -------
     CleanResult
     """
     frame = standardise_columns(raw)
+    flags = None
+    if refunds is not None:
+        flags = pd.Series(refunds)
+        if len(flags) != len(frame) or flags.isna().any():
+            raise ValueError(f"refunds must hold one True/False per line: {len(frame)} "
+                             f"lines, {len(flags)} values ({int(flags.isna().sum())} missing).")
+        frame = frame.reset_index(drop=True)  # positions, whatever raw's index
+        flags = pd.Series(flags.to_numpy(dtype=bool), index=frame.index)
     steps = [("input", "rows read", 0, 0, len(frame))]
 
     text = ["invoice", "stock_code", "description", "country"]
@@ -125,9 +139,16 @@ def clean_transactions(raw: pd.DataFrame) -> CleanResult:
         return frame[~mask]
 
     frame = drop(frame["customer_id"].isna(), "missing_customer", "no customer id")
-    cancelled = frame["invoice"].str.upper().str.startswith("C")
-    returns = frame[cancelled]
-    frame = drop(cancelled, "cancellations", "cancellation (C) invoices, set aside as returns")
+    if flags is None:
+        cancelled = frame["invoice"].str.upper().str.startswith("C")
+        returns = frame[cancelled]
+        frame = drop(cancelled, "cancellations",
+                     "cancellation (C) invoices, set aside as returns")
+    else:
+        cancelled = flags.loc[frame.index]
+        returns = frame[cancelled]
+        returns = returns.assign(quantity=-returns["quantity"].abs())
+        frame = drop(cancelled, "refunds", "refund lines, set aside as returns")
     frame = drop((frame["quantity"] <= 0) | (frame["price"] <= 0), "non_positive",
                  "quantity <= 0 or price <= 0")
     frame = drop(~is_product_code(frame["stock_code"]), "non_product",
