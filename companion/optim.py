@@ -578,3 +578,132 @@ def allocation_lp(gain, cost, budget: float, *, method: str = "highs-ipm",
         raise RuntimeError(f"linprog ({method}) failed: {res.message}")
     return {"x": res.x, "objective": float(gain @ res.x), "spent": float(cost @ res.x),
             "multiplier": float(-res.ineqlin.marginals[0])}
+
+
+# --------------------------------------------------- chapter 3.4-3.5's experiments, reusable
+
+
+def optimiser_race(x, t, *, steps: int = 150, tol: float = 1e-4,
+                   start: tuple[float, float] = (-1.0, 0.0), keras_steps: int = 100) -> dict:
+    """Chapter 3.4's race on the least-squares fit ``t ~ w0 + w1 x``, as a function.
+
+    Gradient descent (step ``1 / lambda_max``), heavy-ball momentum (same step,
+    ``beta = 0.9``) and Adam (``alpha = 0.1``) run ``steps`` steps from ``start``. Returns
+    ``condition`` (of the Hessian), ``steps`` (per optimiser, the first step whose loss is
+    within ``tol`` of the minimum, or None), ``gap`` (the loss above the minimum after the
+    last step) and ``keras`` (per optimiser, the largest difference from the iterates of the
+    matching ``keras.optimizers`` object over ``keras_steps`` steps; the Adam of the paper
+    and the Keras-compatible one are both compared).
+    """
+    import keras
+
+    x, t = np.asarray(x, dtype=float), np.asarray(t, dtype=float)
+    if x.ndim != 1 or x.shape != t.shape:
+        raise ValueError(f"x and t must be vectors of the same length, got {x.shape} and "
+                         f"{t.shape}.")
+    D = np.c_[np.ones_like(x), x]
+    H = D.T @ D / len(x)
+    eig = np.linalg.eigvalsh(H)
+    w_star = np.linalg.solve(H, D.T @ t / len(x))
+
+    def grad(w):
+        return D.T @ (D @ w - t) / len(x)
+
+    def loss(w):
+        return 0.5 * float(np.mean((D @ w - t) ** 2))
+
+    lr = 1.0 / eig[-1]
+    runners = {"gradient descent": GradientDescent(lr), "momentum": Momentum(lr, 0.9),
+               "Adam": Adam(0.1)}
+    minimum = loss(w_star)
+    reach, gaps = {}, {}
+    for name, opt in runners.items():
+        gap = np.array([loss(w) - minimum for w in minimise(grad, start, opt, steps)])
+        hits = np.flatnonzero(gap < tol)
+        reach[name] = int(hits[0]) if len(hits) else None
+        gaps[name] = float(gap[-1])
+    pairs = {"gradient descent": (GradientDescent(lr), keras.optimizers.SGD(lr)),
+             "momentum": (Momentum(lr, 0.9), keras.optimizers.SGD(lr, momentum=0.9)),
+             "Adam (paper form)": (Adam(0.1), keras.optimizers.Adam(0.1)),
+             "Adam (keras_compatible=True)": (Adam(0.1, keras_compatible=True),
+                                              keras.optimizers.Adam(0.1))}
+    match = {name: float(np.abs(minimise(grad, start, ours, keras_steps)
+                                - keras_trajectory(theirs, grad, start, keras_steps)).max())
+             for name, (ours, theirs) in pairs.items()}
+    return {"condition": float(eig[-1] / eig[0]), "steps": reach, "gap": gaps,
+            "keras": match}
+
+
+#: chapter 3.5's three strategies: (batch size or None for the full batch, learning rate)
+BATCH_STRATEGIES = {"full batch (α=3)": (None, 3.0), "SGD, 1 example (α=0.01)": (1, 0.01),
+                    "mini-batch 64 (α=0.3)": (64, 0.3)}
+
+
+def batch_strategies(X_train, y_train, X_val, y_val, *, settings: dict | None = None,
+                     epochs: int = 15, seed: int = 0) -> dict:
+    """Chapter 3.5's comparison of full-batch, stochastic and mini-batch gradient descent:
+    :func:`fit_logistic_regression` with each ``(batch_size, learning_rate)`` of
+    ``settings`` (default :data:`BATCH_STRATEGIES`). Returns, per strategy, its history
+    (one dict per epoch: updates, seconds, training and validation loss)."""
+    settings = BATCH_STRATEGIES if settings is None else settings
+    return {name: fit_logistic_regression(X_train, y_train, GradientDescent(rate),
+                                          batch_size=batch, epochs=epochs, X_val=X_val,
+                                          y_val=y_val, seed=seed)[1]
+            for name, (batch, rate) in settings.items()}
+
+
+def training_recipes(X_train, y_train, X_val, y_val, *, seed: int = 0,
+                     max_epochs: int = 100, patience: int = 10, epochs: int = 40,
+                     l2_rows: int = 500, l2_values=(0.0, 1e-3, 1e-2)) -> dict:
+    """Chapter 3.5's training recipes on a Keras MLP (:func:`companion.models.build_mlp`),
+    as a function.
+
+    * ``early_stopping``: up to ``max_epochs`` epochs, stopping once the validation loss has
+      not improved for ``patience`` epochs, best weights restored: the best and the
+      stopping epoch, the best and the last validation loss, and the validation loss of
+      the restored model;
+    * ``schedules``: Adam's learning rate constant at 1e-3, halved every 10 epochs, cosine
+      decay, and halved on a plateau of 3 epochs, ``epochs`` epochs each from the same
+      initial weights: best and final validation loss;
+    * ``l2``: a network of two layers of 256 units trained on ``l2_rows`` training rows
+      for ``epochs`` epochs with each L2 strength of ``l2_values``: the final validation
+      loss without the penalty term.
+    """
+    import keras
+
+    from companion.models import build_mlp
+
+    X_train, X_val = np.asarray(X_train, "float32"), np.asarray(X_val, "float32")
+    n_features = X_train.shape[1]
+    model = build_mlp(n_features, (128, 64), seed=seed)
+    stop = keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
+    hist = model.fit(X_train, y_train, validation_data=(X_val, y_val), epochs=max_epochs,
+                     batch_size=256, callbacks=[stop], verbose=0).history["val_loss"]
+    early = {"best epoch": int(np.argmin(hist)) + 1, "stopped epoch": len(hist),
+             "best": float(min(hist)), "last": float(hist[-1]),
+             "restored": float(model.evaluate(X_val, y_val, verbose=0, batch_size=4096))}
+    per_epoch = int(np.ceil(len(y_train) / 256))
+    schedules = {
+        "constant 1e-3": (1e-3, []),
+        "step decay ×0.5 every 10 epochs": (keras.optimizers.schedules.ExponentialDecay(
+            1e-3, decay_steps=10 * per_epoch, decay_rate=0.5, staircase=True), []),
+        "cosine decay": (keras.optimizers.schedules.CosineDecay(1e-3, epochs * per_epoch), []),
+        "reduce on plateau": (1e-3, [keras.callbacks.ReduceLROnPlateau(factor=0.5,
+                                                                       patience=3)]),
+    }
+    scheduled = {}
+    for name, (rate, callbacks) in schedules.items():
+        net = build_mlp(n_features, (128, 64), seed=seed)
+        net.compile(optimizer=keras.optimizers.Adam(rate), loss="binary_crossentropy")
+        h = net.fit(X_train, y_train, validation_data=(X_val, y_val), epochs=epochs,
+                    batch_size=256, callbacks=callbacks, verbose=0).history["val_loss"]
+        scheduled[name] = {"best": float(min(h)), "final": float(h[-1])}
+    small = np.random.default_rng(seed).choice(len(y_train), l2_rows, replace=False)
+    penalised = {}
+    for lam in l2_values:
+        net = build_mlp(n_features, (256, 256), l2=lam, seed=seed)
+        net.fit(X_train[small], y_train[small], validation_data=(X_val, y_val),
+                epochs=epochs, batch_size=32, verbose=0)
+        penalty = sum(float(keras.ops.sum(term)) for term in net.losses)
+        penalised[lam] = float(net.evaluate(X_val, y_val, verbose=0)) - penalty
+    return {"early_stopping": early, "schedules": scheduled, "l2": penalised}

@@ -219,3 +219,53 @@ def test_gram_operator_solves_the_ridge_and_ease_normal_equations():
         optim.gram_operator(X, 0.0)
     with pytest.raises(ValueError, match="drop"):
         optim.gram_operator(X, 1.0, drop=12)
+
+
+# ------------------------------------------------------------- chapter 3.4-3.5 experiments
+
+
+def test_optimiser_race_on_an_ill_conditioned_line():
+    rng = np.random.default_rng(5)
+    x = rng.normal(3.0, 0.5, size=300)                 # far from zero: ill-conditioned
+    t = 0.5 + 1.5 * x + rng.normal(0, 0.1, size=300)
+    race = optim.optimiser_race(x, t, steps=150, keras_steps=20)
+    D = np.c_[np.ones_like(x), x]
+    eig = np.linalg.eigvalsh(D.T @ D / len(x))
+    assert race["condition"] == pytest.approx(eig[1] / eig[0], rel=1e-10)
+    assert race["steps"]["momentum"] is not None
+    assert race["steps"]["gradient descent"] is None or \
+        race["steps"]["momentum"] < race["steps"]["gradient descent"]
+    assert race["gap"]["momentum"] < 1e-4 and min(race["gap"].values()) >= -1e-12
+    assert race["keras"]["Adam (keras_compatible=True)"] == 0.0
+    assert race["keras"]["gradient descent"] < 1e-5
+    with pytest.raises(ValueError, match="same length"):
+        optim.optimiser_race(x, t[:-1])
+
+
+def test_batch_strategies_count_updates():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(90, 3))
+    y = (X[:, 0] + rng.normal(size=90) > 0).astype(float)
+    runs = optim.batch_strategies(X[:60], y[:60], X[60:], y[60:], epochs=2,
+                                  settings={"full": (None, 1.0), "ten": (10, 0.1)})
+    assert [r["updates"] for r in runs["full"]] == [1, 2]
+    assert [r["updates"] for r in runs["ten"]] == [6, 12]
+    assert all("validation loss" in r for r in runs["ten"])
+
+
+def test_training_recipes_restore_the_best_weights_and_remove_the_penalty():
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(300, 4)).astype("float32")
+    y = (X[:, 0] - X[:, 1] + rng.normal(size=300) > 0).astype("float32")
+    out = optim.training_recipes(X[:200], y[:200], X[200:], y[200:], max_epochs=6,
+                                 patience=2, epochs=3, l2_rows=50, l2_values=(1e-1,))
+    early = out["early_stopping"]
+    assert 1 <= early["best epoch"] <= early["stopped epoch"] <= 6
+    assert early["restored"] == pytest.approx(early["best"], abs=1e-4)
+    assert set(out["schedules"]) == {"constant 1e-3", "step decay ×0.5 every 10 epochs",
+                                     "cosine decay", "reduce on plateau"}
+    for row in out["schedules"].values():
+        assert row["best"] <= row["final"]
+    # with the penalty taken out, a strong L2 gives a plain log loss, not loss + penalty
+    assert set(out["l2"]) == {0.1}
+    assert 0 < out["l2"][0.1] < 1.0
