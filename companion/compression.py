@@ -1,5 +1,5 @@
 """Optimising and compressing a recommender: depth against width, regularisation,
-distillation, magnitude pruning and int8 quantisation.
+distillation, magnitude and structured pruning, and int8 quantisation.
 
 * :class:`HistoryMLP` scores every product for a customer from the customer's purchase
   history: the history's mean item embedding passes through a tower of dense layers whose
@@ -9,12 +9,18 @@ distillation, magnitude pruning and int8 quantisation.
 * :class:`DistilledMF` is a small matrix factorisation trained with a full softmax on the
   customer's purchases, optionally plus a distillation term that matches a teacher's
   softened scores (Hinton et al., 2015; :func:`distillation_loss`).
-* :func:`magnitude_prune` zeroes the weights of smallest magnitude;
+* :func:`magnitude_prune` zeroes the weights of smallest magnitude; structured pruning
+  removes whole units or latent dimensions instead (:func:`prune_units`, by
+  :func:`unit_importance`), and :func:`low_rank` keeps the strongest singular directions
+  of a factorisation; :func:`structured_pruning_curve` compares them at equal budgets,
+  scoring the smaller tables with :class:`FactorScorer`;
   :func:`quantize` / :func:`dequantize` implement affine int8 quantisation,
   ``q = clip(round(x / scale) + zero_point, qmin, qmax)`` and ``x ~ scale * (q - zero_point)``
   (Jacob et al., 2018).
 * :func:`source_prune` and :func:`source_quantize` reproduce the source's code, for the
-  errata.
+  errata; :func:`run_source` runs a function of the source as printed, and
+  :func:`source_distillation` and :func:`distillation_gradients` check its distillation
+  routines.
 """
 
 from __future__ import annotations
@@ -311,6 +317,112 @@ def source_prune(weights: np.ndarray, pruning_rate: float) -> np.ndarray:
     return w
 
 
+def run_source(code: str, name: str, *args, namespace: dict | None = None):
+    """Run a function of the source as printed: execute ``code`` in a fresh namespace (with
+    the names in ``namespace``), then call the function ``name`` it defines with ``args``.
+
+    Returns ``(result, error)``: the function's return value and None, or None and the
+    exception it raised (an error of the source's code is a finding, not a failure here).
+    """
+    scope = dict(namespace or {})
+    exec(compile(code, f"<source: {name}>", "exec"), scope)
+    if not callable(scope.get(name)):
+        raise ValueError(f"the source code given defines no function named {name!r}.")
+    try:
+        return scope[name](*args), None
+    except Exception as err:  # noqa: BLE001 - the source's error is the result
+        return None, err
+
+
+def build_source_model(code: str, name: str, num_layers: int, hidden_size: int, *,
+                       inputs: int = 32, num_classes: int = 10):
+    """The Keras model that the source's ``deep_model`` or ``wide_model`` (section 3.7.8.3)
+    builds, run as printed by :func:`run_source` on a ``keras.Sequential`` with ``inputs``
+    features, with ``Dense`` and ``num_classes`` defined as the code expects."""
+    import keras
+
+    start = keras.Sequential([keras.Input(shape=(inputs,))])
+    model, error = run_source(code, name, start, num_layers, hidden_size,
+                              namespace={"Dense": keras.layers.Dense, "num_classes": num_classes})
+    if error is not None:
+        raise ValueError(f"the source's {name} failed: {error!r}") from error
+    return model
+
+
+def describe_layers(model) -> str:
+    """A Keras model's dense layers as ``"units activation"``, input to output."""
+    return " > ".join(f"{layer.units} {layer.activation.__name__}" for layer in model.layers)
+
+
+class _Quiet:
+    """A Keras model whose ``predict`` prints no progress bar (the source calls
+    ``model.predict(data)``)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def predict(self, data):
+        return self.model.predict(data, verbose=0)
+
+
+def source_distillation(code: str, name: str, student_model, teacher_model, train_data, *,
+                        temperature: float = 2.0, define_gradients: bool = False,
+                        learning_rate: float = 0.01, num_epochs: int = 1) -> dict:
+    """Run one of the source's distillation routines (section 3.7.9.1) as printed.
+
+    The source leaves three names undefined. ``compute_loss(student, teacher)`` is made the
+    soft-target distillation term, the mean over rows of ``T**2 KL(softmax(t / T) ||
+    softmax(s / T))`` (:func:`distillation_loss` with ``alpha = 1``);
+    ``update_model_parameters(model, gradients, learning_rate)`` records what it is asked
+    to apply; ``gradients``, which the source never computes, stays undefined unless
+    ``define_gradients`` (then it is None, so that the loop can run to the end).
+
+    Returns ``{"losses": [...], "updates": [...], "error": exception or None}``.
+    """
+    losses, updates = [], []
+
+    def compute_loss(student_predictions, teacher_predictions):
+        s, t = np.asarray(student_predictions), np.asarray(teacher_predictions)
+        loss = float(distillation_loss(s, t, np.zeros_like(s), temperature=temperature,
+                                       alpha=1.0).mean())
+        losses.append(loss)
+        return loss
+
+    def update_model_parameters(model, gradients, learning_rate):
+        updates.append({"gradients": gradients, "learning_rate": learning_rate})
+
+    namespace = {"compute_loss": compute_loss, "update_model_parameters": update_model_parameters}
+    if define_gradients:
+        namespace["gradients"] = None
+    _, error = run_source(code, name, None, _Quiet(student_model), _Quiet(teacher_model),
+                          train_data, learning_rate, num_epochs, namespace=namespace)
+    return {"losses": losses, "updates": updates, "error": error}
+
+
+def distillation_gradients(student_model, teacher_logits: np.ndarray, inputs, *,
+                           through_predict: bool, temperature: float = 2.0) -> list:
+    """Norm of the gradient of the distillation term with respect to each trainable weight
+    of a Keras ``student_model``, or None where no gradient reaches the weight.
+
+    With ``through_predict`` the student's outputs come from ``model.predict`` (a NumPy
+    array, as in the source's routines), otherwise from calling the model, as training
+    must.
+    """
+    import tensorflow as tf
+    from keras import ops
+
+    t = ops.convert_to_tensor(np.asarray(teacher_logits, dtype=np.float32))
+    with tf.GradientTape() as tape:
+        s = (ops.convert_to_tensor(student_model.predict(inputs, verbose=0))
+             if through_predict else student_model(inputs, training=True))
+        log_pt = ops.log_softmax(t / temperature, axis=-1)
+        kl = ops.sum(ops.exp(log_pt) * (log_pt - ops.log_softmax(s / temperature, axis=-1)),
+                     axis=-1)
+        loss = temperature ** 2 * ops.mean(kl)
+    grads = tape.gradient(loss, student_model.trainable_weights)
+    return [None if g is None else float(tf.norm(tf.convert_to_tensor(g))) for g in grads]
+
+
 def storage_bytes(weights: Sequence[np.ndarray], sparse: bool = False) -> int:
     """Bytes to store the arrays: dense float32, or CSR (float32 values, int32 column
     indices and row pointers) for the matrices when ``sparse``."""
@@ -323,6 +435,164 @@ def storage_bytes(weights: Sequence[np.ndarray], sparse: bool = False) -> int:
         else:
             total += w.size * 4
     return total
+
+
+# ----------------------------------------------------------------------------- structured
+
+
+def unit_importance(w_in: np.ndarray, w_out: np.ndarray) -> np.ndarray:
+    """Importance of each hidden unit (or latent dimension) ``k`` between two weight matrices.
+
+    ``w_in`` holds the units on its last axis (``(n_in, d)``: an embedding table or a dense
+    kernel into the units), ``w_out`` on its first (``(d, n_out)``: the kernel out of them).
+    The importance is ``||w_in[:, k]|| * ||w_out[k, :]||``, the Frobenius norm of the unit's
+    rank-one contribution ``w_in[:, k] w_out[k, :]`` to the product ``w_in @ w_out``: for a
+    matrix factorisation, how much dimension ``k`` adds to the score matrix.
+    """
+    w_in, w_out = np.asarray(w_in, dtype=np.float64), np.asarray(w_out, dtype=np.float64)
+    if w_in.ndim != 2 or w_out.ndim != 2:
+        raise ValueError(f"w_in and w_out must be matrices, got shapes {w_in.shape} and "
+                         f"{w_out.shape}.")
+    if w_in.shape[1] != w_out.shape[0]:
+        raise ValueError(f"w_in has {w_in.shape[1]} units (columns) but w_out has "
+                         f"{w_out.shape[0]} (rows); they must be the same units.")
+    return np.linalg.norm(w_in, axis=0) * np.linalg.norm(w_out, axis=1)
+
+
+def prune_units(w_in: np.ndarray, w_out: np.ndarray, keep: int, *,
+                b_in: np.ndarray | None = None, method: str = "norm", seed: int = 0) -> dict:
+    """Structured pruning: keep ``keep`` whole units (latent dimensions) and drop the rest.
+
+    ``method="norm"`` keeps the units of largest :func:`unit_importance`, ``"random"`` a
+    random set of the same size (the control). The pruned matrices are *smaller* dense
+    arrays, ``w_in[:, kept]`` and ``w_out[kept]`` (and ``b_in[kept]``, the bias into the
+    units, when given), so the model that uses them stores and multiplies less, unlike
+    magnitude pruning, which leaves zeros in place. Returns a dict with ``w_in``,
+    ``w_out``, ``b_in`` (or None) and ``kept`` (the kept unit indices, ascending).
+    """
+    importance = unit_importance(w_in, w_out)
+    d = len(importance)
+    if isinstance(keep, bool) or not isinstance(keep, int | np.integer) or not 1 <= keep <= d:
+        raise ValueError(f"keep must be an integer from 1 to the {d} units, got {keep!r}.")
+    if method == "norm":
+        kept = np.sort(np.argsort(-importance, kind="stable")[:keep])
+    elif method == "random":
+        kept = np.sort(np.random.default_rng(seed).choice(d, size=keep, replace=False))
+    else:
+        raise ValueError(f"method must be 'norm' or 'random', got {method!r}.")
+    if b_in is not None and np.shape(b_in) != (d,):
+        raise ValueError(f"b_in must have one entry per unit ({d}), got shape "
+                         f"{np.shape(b_in)}.")
+    return {"w_in": np.asarray(w_in)[:, kept].copy(), "w_out": np.asarray(w_out)[kept].copy(),
+            "b_in": None if b_in is None else np.asarray(b_in)[kept].copy(), "kept": kept}
+
+
+def low_rank(w_in: np.ndarray, w_out: np.ndarray, keep: int) -> dict:
+    """The best rank-``keep`` approximation of ``w_in @ w_out`` as two smaller factors.
+
+    A factorisation's latent dimensions are not natural units: rotating them (``w_in R``,
+    ``R^T w_out`` for any orthogonal ``R``) leaves every score unchanged. So instead of
+    dropping dimensions as they are, rotate them first onto the singular directions of the
+    product, ``w_in @ w_out = U S V^T``, and keep the ``keep`` strongest: by the
+    Eckart-Young theorem ``U_k S_k V_k^T`` is the closest rank-``keep`` matrix to the product
+    in Frobenius norm. It is computed through QR factorisations of the two factors, never
+    forming the product. Returns ``w_in`` (``U_k S_k^{1/2}``), ``w_out``
+    (``S_k^{1/2} V_k^T``) and ``singular_values`` (all of them, descending).
+    """
+    importance = unit_importance(w_in, w_out)  # checks the shapes
+    d = len(importance)
+    if isinstance(keep, bool) or not isinstance(keep, int | np.integer) or not 1 <= keep <= d:
+        raise ValueError(f"keep must be an integer from 1 to the {d} units, got {keep!r}.")
+    q_in, r_in = np.linalg.qr(np.asarray(w_in, dtype=np.float64))
+    q_out, r_out = np.linalg.qr(np.asarray(w_out, dtype=np.float64).T)
+    u, s, vt = np.linalg.svd(r_in @ r_out.T)
+    root = np.sqrt(s[:keep])
+    dtype = np.result_type(w_in, w_out)
+    return {"w_in": (q_in @ (u[:, :keep] * root)).astype(dtype),
+            "w_out": ((root[:, None] * vt[:keep]) @ q_out.T).astype(dtype),
+            "singular_values": s}
+
+
+class FactorScorer(Recommender):
+    """Scores ``p_u . q_i + b_i`` from given arrays, with a fitted model's customers and
+    products: a factorisation whose tables were pruned to fewer dimensions."""
+
+    def __init__(self, fitted: Recommender, user_vectors: np.ndarray,
+                 item_vectors: np.ndarray, item_bias: np.ndarray) -> None:
+        n_users, n_items = fitted.seen_.shape
+        user_vectors = np.ascontiguousarray(user_vectors, dtype=np.float32)
+        item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
+        if user_vectors.ndim != 2 or user_vectors.shape[0] != n_users:
+            raise ValueError(f"user_vectors must have one row per customer ({n_users}), got "
+                             f"shape {user_vectors.shape}.")
+        if item_vectors.shape != (user_vectors.shape[1], n_items):
+            raise ValueError(f"item_vectors must have shape {(user_vectors.shape[1], n_items)}"
+                             f", got {item_vectors.shape}.")
+        if np.shape(item_bias) != (n_items,):
+            raise ValueError(f"item_bias must have one entry per product ({n_items}), got "
+                             f"shape {np.shape(item_bias)}.")
+        self.user_vectors_, self.item_vectors_ = user_vectors, item_vectors
+        self.item_bias_ = np.asarray(item_bias, dtype=np.float32)
+        for name in ("user_encoder_", "item_encoder_", "seen_", "popularity_"):
+            setattr(self, name, getattr(fitted, name))
+
+    def _score(self, users):
+        return self.user_vectors_[users] @ self.item_vectors_ + self.item_bias_
+
+    def n_parameters(self) -> int:
+        """Entries of the two tables and the bias."""
+        return int(self.user_vectors_.size + self.item_vectors_.size + self.item_bias_.size)
+
+
+def structured_pruning_curve(model: DistilledMF, test_task, dimensions: Sequence[int], *,
+                             users=None, seed: int = 0) -> tuple[list[dict], dict]:
+    """Shrink a fitted :class:`DistilledMF` to each number of ``dimensions``, four ways, at
+    the same budget of table weights ``kept / dim``:
+
+    * ``"dimensions by norm"``: keep the dimensions of largest :func:`unit_importance`
+      (structured pruning; the tables become smaller dense arrays);
+    * ``"random dimensions"``: as many dimensions drawn at random (the control);
+    * ``"rank by SVD"``: rotate the dimensions onto the product's singular directions
+      first, then keep the strongest (:func:`low_rank`);
+    * ``"magnitude"``: :func:`magnitude_prune` at sparsity ``1 - kept / dim``, stored as
+      sparse matrices.
+
+    Each is scored on ``test_task``; ``users`` (default: the first 1,000 of the task) are
+    timed. Returns rows (dimensions, method, sparsity of the tables, stored bytes,
+    latency, mean NDCG@10 per task) and the per-customer NDCG of each variant, keyed
+    ``"<method>, <kept> of <dim>"``.
+    """
+    weights = model.model_.get_weights()
+    p, q, bias = weights
+    d = p.shape[1]
+    users = test_task.users("all")[:1000] if users is None else users
+    rows, per_user = [], {}
+    for keep in dimensions:
+        sparsity = 1 - keep / d
+        by_norm = prune_units(p, q, keep, method="norm")
+        drawn = prune_units(p, q, keep, method="random", seed=seed)
+        svd = low_rank(p, q, keep)
+        pruned = magnitude_prune(weights, sparsity)
+        variants = {"dimensions by norm": (by_norm["w_in"], by_norm["w_out"]),
+                    "random dimensions": (drawn["w_in"], drawn["w_out"]),
+                    "rank by SVD": (svd["w_in"], svd["w_out"]),
+                    "magnitude": None}
+        for method, tables in variants.items():
+            name = f"{method}, {keep} of {d}"
+            if tables is None:
+                size = storage_bytes(pruned, sparse=True)
+                with WithWeights(model, pruned) as scorer:
+                    per_user[name] = _ndcg(scorer, test_task)
+                    latency = time_recommend(scorer, users)
+            else:
+                size = storage_bytes([*tables, bias])
+                scorer = FactorScorer(model, *tables, bias)
+                per_user[name] = _ndcg(scorer, test_task)
+                latency = time_recommend(scorer, users)
+            rows.append({"dimensions": keep, "method": method, "sparsity": sparsity,
+                         "bytes": size, "latency ms / 1000 customers": 1000 * latency,
+                         **{t: float(v.mean()) for t, v in per_user[name].items()}})
+    return rows, per_user
 
 
 # ----------------------------------------------------------------------------- quantisation
@@ -432,7 +702,8 @@ def _row(name: str, per_user: dict, size: int, latency: float, parameters: int) 
 def compression_study(train, validation, test_task, *, teacher_dim: int = 128,
                       student_dim: int = 8, temperature: float = 2.0, alpha: float = 0.5,
                       sparsities: Sequence[float] = (0.25, 0.5, 0.7, 0.8, 0.9),
-                      source_sparsity: float = 0.5, student_epochs: int = 12,
+                      source_sparsity: float = 0.5,
+                      dimensions: Sequence[int] = (96, 64, 32, 16, 8), student_epochs: int = 12,
                       latency_users: int = 1000, seed: int = 0) -> dict:
     """Train a :class:`DistilledMF` teacher and compress it four ways, scored on ``test_task``.
 
@@ -441,10 +712,12 @@ def compression_study(train, validation, test_task, *, teacher_dim: int = 128,
     stopping on ``validation``. The teacher is then pruned by magnitude at each of
     ``sparsities``, pruned as the source does (at ``source_sparsity``), quantised to int8
     after training (per output channel, NumPy), quantised with the source's formula, and
-    quantised with Keras' ``model.quantize("int8")``. Returns plain data: ``table`` (one
+    quantised with Keras' ``model.quantize("int8")``; it is also pruned to each number of
+    ``dimensions`` by :func:`structured_pruning_curve`. Returns plain data: ``table`` (one
     row per variant: parameters, bytes, latency, NDCG@10 per task), ``per_user`` (variant ->
-    task -> per-customer NDCG), ``pruning`` (the sparsity curve), ``teacher`` (its epochs
-    and validation history) and ``quantisation`` (error checks).
+    task -> per-customer NDCG), ``pruning`` (the sparsity curve), ``structured`` (whole
+    dimensions against magnitude pruning at equal budgets), ``teacher`` (its epochs and
+    validation history) and ``quantisation`` (error checks).
     """
     import pandas as pd
 
@@ -483,6 +756,9 @@ def compression_study(train, validation, test_task, *, teacher_dim: int = 128,
         record(name, model, storage_bytes(source, sparse=True), n_params)
     curve.append({"sparsity": source_sparsity, "method": "source",
                   **{t: float(v.mean()) for t, v in per_user[name].items()}})
+    structured, structured_users = structured_pruning_curve(teacher, test_task, dimensions,
+                                                            users=users, seed=seed)
+    per_user.update(structured_users)
     quantised, size = quantize_weights(weights)
     with WithWeights(teacher, quantised) as model:
         record("int8 post-training (NumPy)", model, size, n_params)
@@ -518,7 +794,7 @@ def compression_study(train, validation, test_task, *, teacher_dim: int = 128,
     return {"table": table, "per_user": per_user, "pruning": pd.DataFrame(curve),
             "teacher": {"best_epoch": teacher.best_epoch_,
                         "history": pd.DataFrame(teacher.history_)},
-            "quantisation": pd.DataFrame(checks)}
+            "quantisation": pd.DataFrame(checks), "structured": pd.DataFrame(structured)}
 
 
 class _KerasScorer(Recommender):

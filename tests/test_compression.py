@@ -149,3 +149,181 @@ def test_with_weights_restores(interactions):
     with compression.WithWeights(model, zeros) as m:
         assert (m.score(interactions["user_id"].unique()[:3]) == 0).all()
     np.testing.assert_array_equal(model.score(interactions["user_id"].unique()[:3]), before)
+
+
+# ----------------------------------------------------------------------------- structured
+
+
+def test_unit_importance_is_the_norm_of_each_rank_one_contribution():
+    rng = np.random.default_rng(3)
+    w_in, w_out = rng.normal(size=(7, 4)), rng.normal(size=(4, 9))
+    want = [np.linalg.norm(np.outer(w_in[:, k], w_out[k])) for k in range(4)]
+    np.testing.assert_allclose(compression.unit_importance(w_in, w_out), want, rtol=1e-12)
+    with pytest.raises(ValueError, match="same units"):
+        compression.unit_importance(w_in, w_out.T)
+    with pytest.raises(ValueError, match="matrices"):
+        compression.unit_importance(w_in[:, 0], w_out)
+
+
+def test_prune_units_drops_the_weakest_units_and_shrinks_the_arrays():
+    rng = np.random.default_rng(4)
+    w_in, w_out = rng.normal(size=(6, 5)), rng.normal(size=(5, 8))
+    w_in[:, 1] *= 1e-3                     # unit 1 contributes almost nothing
+    w_out[3] = 0.0                         # unit 3 contributes nothing at all
+    b_in = np.arange(5.0)
+    cut = compression.prune_units(w_in, w_out, 3, b_in=b_in)
+    np.testing.assert_array_equal(cut["kept"], [0, 2, 4])
+    assert cut["w_in"].shape == (6, 3) and cut["w_out"].shape == (3, 8)
+    np.testing.assert_array_equal(cut["b_in"], [0.0, 2.0, 4.0])
+    # dropping a unit that contributes nothing leaves the product unchanged
+    four = compression.prune_units(w_in, w_out, 4)
+    np.testing.assert_allclose(four["w_in"] @ four["w_out"], w_in @ w_out, atol=1e-12)
+    assert w_in.shape == (6, 5)            # inputs are not modified
+
+
+def test_prune_units_random_control_and_bad_input():
+    rng = np.random.default_rng(5)
+    w_in, w_out = rng.normal(size=(6, 10)), rng.normal(size=(10, 3))
+    a = compression.prune_units(w_in, w_out, 4, method="random", seed=1)
+    b = compression.prune_units(w_in, w_out, 4, method="random", seed=1)
+    assert len(set(a["kept"])) == 4 and (np.diff(a["kept"]) > 0).all()
+    np.testing.assert_array_equal(a["kept"], b["kept"])
+    for keep in (0, 11, 2.5, True):
+        with pytest.raises(ValueError, match="keep"):
+            compression.prune_units(w_in, w_out, keep)
+    with pytest.raises(ValueError, match="method"):
+        compression.prune_units(w_in, w_out, 2, method="magnitude")
+    with pytest.raises(ValueError, match="b_in"):
+        compression.prune_units(w_in, w_out, 2, b_in=np.zeros(3))
+
+
+def test_low_rank_is_the_best_approximation_and_ignores_rotations():
+    rng = np.random.default_rng(6)
+    w_in, w_out = rng.normal(size=(30, 6)), rng.normal(size=(6, 20))
+    product = w_in @ w_out
+    u, s, vt = np.linalg.svd(product)
+    for keep in (1, 3, 6):
+        cut = compression.low_rank(w_in, w_out, keep)
+        assert cut["w_in"].shape == (30, keep) and cut["w_out"].shape == (keep, 20)
+        best = (u[:, :keep] * s[:keep]) @ vt[:keep]
+        np.testing.assert_allclose(cut["w_in"] @ cut["w_out"], best, atol=1e-9)
+        # Eckart-Young: the error is the norm of the dropped singular values
+        error = np.linalg.norm(product - cut["w_in"] @ cut["w_out"])
+        assert error == pytest.approx(np.sqrt((s[keep:6] ** 2).sum()), abs=1e-9)
+    np.testing.assert_allclose(cut["singular_values"], s[:6], rtol=1e-10)
+    rotation = np.linalg.qr(rng.normal(size=(6, 6)))[0]
+    turned = compression.low_rank(w_in @ rotation, rotation.T @ w_out, 2)
+    np.testing.assert_allclose(turned["w_in"] @ turned["w_out"],
+                               compression.low_rank(w_in, w_out, 2)["w_in"]
+                               @ compression.low_rank(w_in, w_out, 2)["w_out"], atol=1e-9)
+    with pytest.raises(ValueError, match="keep"):
+        compression.low_rank(w_in, w_out, 7)
+
+
+def test_factor_scorer_reproduces_and_prunes_a_fitted_factorisation(interactions):
+    model = compression.DistilledMF(dim=6, alpha=0.0, epochs=2, seed=0).fit(interactions)
+    users = interactions["user_id"].unique()[:7]
+    p, q, bias = model.model_.get_weights()
+    full = compression.FactorScorer(model, p, q, bias)
+    np.testing.assert_allclose(full.score(users), model.score(users), rtol=1e-5, atol=1e-6)
+    assert full.n_parameters() == model.n_parameters()
+    cut = compression.prune_units(p, q, 2)
+    zeroed = [p.copy(), q.copy(), bias]
+    dropped = np.setdiff1d(np.arange(6), cut["kept"])
+    zeroed[0][:, dropped] = 0.0
+    small = compression.FactorScorer(model, cut["w_in"], cut["w_out"], bias)
+    with compression.WithWeights(model, zeroed) as same:
+        np.testing.assert_allclose(small.score(users), same.score(users), rtol=1e-5,
+                                   atol=1e-6)
+    assert small.recommend(users, k=3).shape == (7, 3)
+    with pytest.raises(ValueError, match="user_vectors"):
+        compression.FactorScorer(model, p[:-1], q, bias)
+    with pytest.raises(ValueError, match="item_vectors"):
+        compression.FactorScorer(model, p, q[:-1], bias)
+    with pytest.raises(ValueError, match="item_bias"):
+        compression.FactorScorer(model, p, q, bias[:-1])
+
+
+def test_structured_pruning_curve_compares_four_ways_at_equal_budgets(interactions):
+    from companion import preprocessing, ranking
+
+    split = preprocessing.split_by_time(interactions, "2011-10-01")
+    task = ranking.RankingTask.from_split(split.train, split.test)
+    model = compression.DistilledMF(dim=8, alpha=0.0, epochs=2, seed=0).fit(split.train)
+    rows, per_user = compression.structured_pruning_curve(model, task, (8, 2), seed=0)
+    assert [r["method"] for r in rows[:4]] == ["dimensions by norm", "random dimensions",
+                                                "rank by SVD", "magnitude"]
+    assert len(rows) == 8 and len(per_user) == 8
+    full = {r["method"]: r for r in rows if r["dimensions"] == 8}
+    assert {r["sparsity"] for r in full.values()} == {0.0}
+    # keeping every dimension changes no score, whichever way
+    teacher = compression._ndcg(model, task)["all"].mean()
+    for r in full.values():
+        assert r["all"] == pytest.approx(teacher, abs=1e-6)
+    two = {r["method"]: r for r in rows if r["dimensions"] == 2}
+    assert two["magnitude"]["sparsity"] == 0.75
+    # dense smaller tables take less than half the bytes of sparse ones at the same budget
+    assert two["dimensions by norm"]["bytes"] < two["magnitude"]["bytes"] / 1.5
+    assert set(per_user["rank by SVD, 2 of 8"]) == {"all", "new"}
+
+
+# ----------------------------------------------------------------------------- the source
+
+
+SOURCE_DISTILLATION = """
+def {name}(model, student_model, teacher_model, train_data, learning_rate, num_epochs):
+    for epoch in range(num_epochs):
+        student_predictions = student_model.predict(train_data)
+        teacher_predictions = teacher_model.predict(train_data)
+        loss = compute_loss(student_predictions, teacher_predictions)
+        update_model_parameters(student_model, gradients, learning_rate)
+"""
+
+
+def test_run_source_returns_the_error_the_code_raises():
+    code = "def f(x):\n    return x.remove()\n"
+    result, error = compression.run_source(code, "f", [1])
+    assert isinstance(error, TypeError) and result is None   # list.remove needs an argument
+    result, error = compression.run_source(code, "f", 1.5, namespace={})
+    assert isinstance(error, AttributeError)
+    assert compression.run_source("def f():\n    return k\n", "f", namespace={"k": 3}) \
+        == (3, None)
+    with pytest.raises(ValueError, match="no function named 'g'"):
+        compression.run_source(code, "g")
+
+
+def test_source_distillation_runs_only_with_gradients_and_never_learns(interactions):
+    teacher = compression.DistilledMF(dim=6, alpha=0.0, epochs=1, seed=0).fit(interactions)
+    student = compression.DistilledMF(dim=2, alpha=0.0, epochs=1, seed=1).fit(interactions)
+    users = np.arange(20, dtype=np.int32)
+    code = SOURCE_DISTILLATION.format(name="soft")
+    as_printed = compression.source_distillation(code, "soft", student.model_, teacher.model_,
+                                                 users)
+    assert isinstance(as_printed["error"], NameError) and "gradients" in str(
+        as_printed["error"])
+    run = compression.source_distillation(code, "soft", student.model_, teacher.model_, users,
+                                          define_gradients=True, num_epochs=2)
+    assert run["error"] is None and len(run["losses"]) == 2
+    assert run["updates"][0] == {"gradients": None, "learning_rate": 0.01}
+    s = student.model_.predict(users, verbose=0)
+    t = teacher.model_.predict(users, verbose=0)
+    want = compression.distillation_loss(s, t, np.zeros_like(s), alpha=1.0).mean()
+    assert run["losses"][0] == pytest.approx(want, rel=1e-9)
+    assert run["losses"][1] == run["losses"][0]           # nothing was updated
+    none = compression.distillation_gradients(student.model_, t, users, through_predict=True)
+    assert none == [None] * len(student.model_.trainable_weights)
+    flows = compression.distillation_gradients(student.model_, t, users, through_predict=False)
+    assert all(g is not None and np.isfinite(g) and g > 0 for g in flows)
+
+
+def test_build_source_model_runs_the_printed_code():
+    code = ("def tower(model, num_layers, hidden_size):\n"
+            "    for layer in range(num_layers):\n"
+            "        model.add(Dense(hidden_size, activation='relu'))\n"
+            "    model.add(Dense(num_classes, activation='softmax'))\n"
+            "    return model\n")
+    model = compression.build_source_model(code, "tower", 2, 8, inputs=4, num_classes=3)
+    assert compression.describe_layers(model) == "8 relu > 8 relu > 3 softmax"
+    assert model.count_params() == (4 * 8 + 8) + (8 * 8 + 8) + (8 * 3 + 3)
+    with pytest.raises(ValueError, match="failed"):
+        compression.build_source_model(code.replace("num_classes", "classes"), "tower", 1, 2)
