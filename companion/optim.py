@@ -38,6 +38,7 @@ from collections.abc import Callable
 import numpy as np
 
 from companion._checks import check_in, check_positive_int
+from companion._optional import require
 
 
 def _lr(value: float) -> float:
@@ -223,7 +224,7 @@ def keras_trajectory(
 
     Used to check the teaching optimisers step for step against Keras (float64).
     """
-    import keras
+    keras = require("keras", "deep")
 
     check_positive_int(steps, name="steps")
     variable = keras.Variable(np.asarray(x0, dtype="float64"), dtype="float64")
