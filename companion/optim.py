@@ -607,7 +607,7 @@ def optimiser_race(x, t, *, steps: int = 150, tol: float = 1e-4,
     matching ``keras.optimizers`` object over ``keras_steps`` steps; the Adam of the paper
     and the Keras-compatible one are both compared).
     """
-    import keras
+    keras = require("keras", "deep")
 
     x, t = np.asarray(x, dtype=float), np.asarray(t, dtype=float)
     if x.ndim != 1 or x.shape != t.shape:
@@ -681,7 +681,7 @@ def training_recipes(X_train, y_train, X_val, y_val, *, seed: int = 0,
       for ``epochs`` epochs with each L2 strength of ``l2_values``: the final validation
       loss without the penalty term.
     """
-    import keras
+    keras = require("keras", "deep")
 
     from companion.models import build_mlp
 
