@@ -28,7 +28,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 $(VENV)/.stamp-install: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[book,test,spark]"
+	$(PY) -m pip install --quiet -e ".[book,test,deep,rank,serve,tune,spark,data]"
 	touch $@
 
 install: $(VENV)/.stamp-install

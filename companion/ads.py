@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from companion._checks import check_positive_int
+from companion._optional import require
 
 #: Calendar order of the months present in the Online Shoppers data (no January or April).
 SHOPPERS_MONTH_ORDER = ("Feb", "Mar", "May", "June", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -65,7 +66,7 @@ def month_split(sessions: pd.DataFrame, months: Mapping[str, Sequence[str]] | No
 # --------------------------------------------------------------------------------------
 
 def _keras():
-    import keras
+    keras = require("keras", "deep")
 
     return keras
 
@@ -364,7 +365,7 @@ def _fit_one(family: str, params: dict, parts, seed: int):
         model.fit(X_tr, y_tr)
         return model.predict_proba(X_va)[:, 1], model.predict_proba(X_te)[:, 1], {}
     if family == "LightGBM":
-        import lightgbm as lgb
+        lgb = require("lightgbm", "rank")
 
         model = lgb.LGBMClassifier(n_estimators=2000, learning_rate=0.02, subsample=0.8,
                                    subsample_freq=1, colsample_bytree=0.8, random_state=seed,

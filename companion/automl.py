@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 
 from companion._checks import check_in, check_positive_int
+from companion._optional import require
 
 #: The samplers :func:`search` offers.
 SAMPLERS = ("tpe", "random")
@@ -96,10 +97,7 @@ def search(objective: Callable[[dict], float], space: dict, *, n_trials: int | N
         check_positive_int(n_trials, name="n_trials")
     if timeout_s is not None and not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}.")
-    try:
-        import optuna
-    except ImportError as err:  # pragma: no cover - optuna is a declared dependency
-        raise ImportError("search needs optuna: pip install 'optuna>=4'") from err
+    optuna = require("optuna", "tune")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if sampler == "tpe":
         startup = n_startup_trials if n_startup_trials is not None else (

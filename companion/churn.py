@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from companion._checks import check_positive_int, check_timestamp
+from companion._optional import require
 from companion.behaviour import _check as check_interactions
 from companion.behaviour import rfm_features
 
@@ -479,7 +480,7 @@ class SequenceChurn(_ChurnModel):
         return [pool_sequences(data.sequences, self.pool), x.astype(np.float32)]
 
     def fit(self, data: ChurnData) -> SequenceChurn:
-        import keras
+        keras = require("keras", "deep")
 
         from companion.embeddings import seed_everything
 

@@ -35,6 +35,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from companion._checks import check_frame, check_in, check_positive_int, check_timestamp
+from companion._optional import require
 from companion.nn import EarlyStopping
 from companion.preprocessing import check_interactions
 from companion.ranking import METRICS, metrics_from_hits
@@ -209,7 +210,7 @@ class TextEncoder:
         return out
 
     def _build(self, n_tokens: int):
-        import keras
+        keras = require("keras", "deep")
 
         t = keras.Input(shape=(self.max_tokens,), dtype="int32")
         mask = keras.ops.cast(keras.ops.greater(t, 0), "float32")[..., None]
@@ -944,7 +945,7 @@ class ContextTwoTower:
         return "ContextTwoTower(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in names) + ")"
 
     def _build(self):
-        import keras
+        keras = require("keras", "deep")
 
         u = keras.Input(shape=(), dtype="int32")
         c = keras.Input(shape=(len(self.features),), dtype="int32")

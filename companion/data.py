@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from companion._checks import check_frame, check_in, check_positive_int, check_timestamp
+from companion._optional import require
 
 DATA_DIR_ENV = "COMPANION_DATA_DIR"
 CACHE_DIR_ENV = "COMPANION_CACHE_DIR"
@@ -295,6 +296,8 @@ def download_dataset(
         spec = DATASETS[spec]
     target_dir = Path(directory) if directory is not None else cache_dir()
     target_dir.mkdir(parents=True, exist_ok=True)
+    if spec.member.lower().endswith(".xlsx"):
+        require("openpyxl", "data", load=False)  # before the download, not after
     target = target_dir / spec.filename
     with tempfile.TemporaryDirectory(dir=target_dir) as tmp:
         archive = Path(tmp) / "archive.zip"

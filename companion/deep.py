@@ -16,9 +16,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from companion._checks import check_positive_int
+from companion._optional import require
 from companion.embeddings import seed_everything
 from companion.nn import EarlyStopping
 from companion.recommenders import Recommender
+
+require("keras", "deep", load=False)
 
 
 class KerasRecommender(Recommender):

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from companion._checks import check_positive_int
+from companion._optional import require
 
 
 def seed_everything(seed: int) -> None:
@@ -27,7 +28,7 @@ def seed_everything(seed: int) -> None:
     that two fits give identical vectors). ``tf.config.experimental.enable_op_determinism``
     is not used: in TensorFlow 2.21 it makes every ``predict`` print a C++ error line.
     """
-    import keras
+    keras = require("keras", "deep")
 
     keras.utils.set_random_seed(seed)
 
@@ -104,7 +105,7 @@ class SkipGram:
 
     def fit(self, sequences: Iterable[Sequence[str]]) -> SkipGram:
         """Learn embeddings from ``sequences`` (lists of tokens)."""
-        import keras
+        keras = require("keras", "deep")
 
         seqs = [list(s) for s in sequences]
         if not seqs:

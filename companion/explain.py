@@ -18,7 +18,10 @@ import numpy as np
 import pandas as pd
 
 from companion._checks import check_positive_int
+from companion._optional import require
 from companion.churn import ChurnData, _ChurnModel, _customer_split, _signed_log1p
+
+require("tensorflow", "deep", load=False)
 
 
 def integrated_gradients(model, inputs: np.ndarray, baseline: np.ndarray | None = None, *,

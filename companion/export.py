@@ -38,6 +38,7 @@ import scipy.sparse as sp
 
 from companion import cache
 from companion import recommenders as rec
+from companion._optional import require
 from companion.preprocessing import IdEncoder
 
 FORMAT = 1
@@ -284,7 +285,7 @@ def load(path: str | os.PathLike) -> Artifact:
     with np.load(path / "arrays.npz", allow_pickle=False) as arrays:
         model = _build(meta["model"], arrays)
     if meta["kind"] == "keras":
-        import keras
+        keras = require("keras", "deep")
 
         model.model_ = keras.saving.load_model(path / "model.keras", compile=False)
         model._after_fit()
@@ -300,7 +301,7 @@ def scorer_model(model):
     """A Keras model ``[user code, context code] -> score of every item`` for a fitted
     :class:`~companion.deep.TwoTower`: its user tower followed by a fixed linear layer that
     holds the item vectors, so the item tower is computed once, at export."""
-    import keras
+    keras = require("keras", "deep")
 
     user_tower, _ = model._towers()
     u = keras.Input(shape=(), dtype="int32", name="user")
@@ -318,13 +319,13 @@ class ServingRecommender(rec.Recommender):
     arrays. Made by :func:`load` on an :func:`export_serving` artifact."""
 
     def _load(self, folder: Path) -> None:
-        import tensorflow as tf
+        tf = require("tensorflow", "deep")
 
         self.saved_model_ = tf.saved_model.load(str(folder))
         self.serve_ = self.saved_model_.serve
 
     def _score(self, users):
-        import tensorflow as tf
+        tf = require("tensorflow", "deep")
 
         users = np.asarray(users, dtype=np.int32)
         out = self.serve_([tf.constant(users), tf.constant(self.context_[users])])
@@ -370,7 +371,7 @@ CLASSICAL["ServingRecommender"] = ServingRecommender
 def to_tflite(path: str | os.PathLike) -> bytes:
     """Convert the SavedModel of an :func:`export_serving` artifact to a TFLite (LiteRT)
     flatbuffer with TensorFlow's own converter; returns its bytes."""
-    import tensorflow as tf
+    tf = require("tensorflow", "deep")
 
     folder = Path(path) / "saved_model"
     if not folder.is_dir():
@@ -385,7 +386,7 @@ class TFLiteScorer:
     def __init__(self, content: bytes) -> None:
         import warnings
 
-        import tensorflow as tf
+        tf = require("tensorflow", "deep")
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -13,6 +13,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from companion._checks import check_positive_int
+from companion._optional import require
+
+require("keras", "deep", load=False)
 
 
 def build_mlp(

@@ -38,6 +38,7 @@ from collections.abc import Callable
 import numpy as np
 
 from companion._checks import check_in, check_positive_int
+from companion._optional import require
 
 
 def _lr(value: float) -> float:
@@ -223,7 +224,7 @@ def keras_trajectory(
 
     Used to check the teaching optimisers step for step against Keras (float64).
     """
-    import keras
+    keras = require("keras", "deep")
 
     check_positive_int(steps, name="steps")
     variable = keras.Variable(np.asarray(x0, dtype="float64"), dtype="float64")
@@ -606,7 +607,7 @@ def optimiser_race(x, t, *, steps: int = 150, tol: float = 1e-4,
     matching ``keras.optimizers`` object over ``keras_steps`` steps; the Adam of the paper
     and the Keras-compatible one are both compared).
     """
-    import keras
+    keras = require("keras", "deep")
 
     x, t = np.asarray(x, dtype=float), np.asarray(t, dtype=float)
     if x.ndim != 1 or x.shape != t.shape:
@@ -680,7 +681,7 @@ def training_recipes(X_train, y_train, X_val, y_val, *, seed: int = 0,
       for ``epochs`` epochs with each L2 strength of ``l2_values``: the final validation
       loss without the penalty term.
     """
-    import keras
+    keras = require("keras", "deep")
 
     from companion.models import build_mlp
 

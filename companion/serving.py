@@ -45,6 +45,7 @@ import numpy as np
 
 from companion import export
 from companion import recommenders as rec
+from companion._optional import require
 
 DEFAULT_K = 10
 MAX_K = 100
@@ -185,6 +186,7 @@ def _plain(value: object) -> object:
 
 def create_app(service: RecommendationService):
     """The FastAPI application for ``service``."""
+    require("fastapi", "serve", load=False)
     from fastapi import Body, FastAPI, Query
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -251,7 +253,7 @@ def serve_in_thread(service: RecommendationService, host: str = "127.0.0.1",
                     timeout: float = 30.0) -> Iterator[str]:
     """Run the service on a free port of ``host`` in a background thread; yields its base
     URL (``http://127.0.0.1:PORT``) and stops the server when the block ends."""
-    import uvicorn
+    uvicorn = require("uvicorn", "serve")
 
     sock = _free_socket(host)
     port = sock.getsockname()[1]
@@ -280,7 +282,7 @@ def serve_in_subprocess(artifact: str | os.PathLike, host: str = "127.0.0.1",
     """Run ``python -m companion.serving --artifact ARTIFACT`` on a free port of ``host`` in
     its own process (its own interpreter, so no lock is shared with the caller); yields the
     base URL and terminates the process when the block ends."""
-    import httpx
+    httpx = require("httpx", "serve")
 
     with _free_socket(host) as sock:
         port = sock.getsockname()[1]
@@ -321,7 +323,7 @@ class HttpRequester:
     """``GET /recommend/{customer}?k=`` over one keep-alive connection (one per worker)."""
 
     def __init__(self, url: str, k: int = DEFAULT_K, timeout: float = 30.0) -> None:
-        import httpx
+        httpx = require("httpx", "serve")
 
         self.client = httpx.Client(base_url=url, timeout=timeout)
         self.k = k
@@ -429,11 +431,10 @@ def default_service(data_dir: str | os.PathLike | None = None
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted (Ctrl-C); returns the exit code."""
     try:
-        import fastapi  # noqa: F401
-        import uvicorn
+        require("fastapi", "serve", load=False)
+        uvicorn = require("uvicorn", "serve")
     except ModuleNotFoundError as err:
-        print(f"serving needs the package {err.name!r}: pip install fastapi uvicorn httpx",
-              file=sys.stderr)
+        print(err, file=sys.stderr)
         return 2
     if not 0 < args.port < 65536:
         print(f"--port must be 1 to 65535, got {args.port}.", file=sys.stderr)

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from companion._checks import check_positive_int, check_timestamp
+from companion._optional import require
 from companion.preprocessing import CANONICAL, NON_PRODUCT_CODES, NON_PRODUCT_PATTERN
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -100,7 +101,7 @@ def spark_session(app_name: str = "companion", *, cores: int = 2, shuffle_partit
     major = java_major(line)
     if major is not None and major < 17:
         raise RuntimeError(f"PySpark 4 needs Java 17 or newer; found {line!r}.")
-    from pyspark.sql import SparkSession
+    SparkSession = require("pyspark.sql", "spark").SparkSession
 
     java_options = "-Duser.timezone=UTC" + (" -XX:TieredStopAtLevel=1" if quick_jit else "")
     spark = (
@@ -924,6 +925,7 @@ def mirrored_fit(X: np.ndarray, y: np.ndarray, *, devices: int = 2, epochs: int 
     import tempfile
     from pathlib import Path
 
+    require("tensorflow", "deep", load=False)
     check_positive_int(devices, name="devices")
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y, dtype=np.float32)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from companion._checks import check_frame, check_positive_int
+from companion._optional import require
 from companion.evaluation import bootstrap_ci
 from companion.preprocessing import clean_transactions
 
@@ -398,7 +399,7 @@ class GBMForecaster(_GlobalModel):
 
     def fit(self, demand: object, last_week: int, week_of_year: object) -> GBMForecaster:
         """Fit on every origin whose targets fall in columns ``0 .. last_week``."""
-        import lightgbm as lgb
+        lgb = require("lightgbm", "rank")
 
         y = self._check_fit(demand, last_week, week_of_year)
         win, side, target, _ = _training_windows(y, last_week, self.horizon,
@@ -442,7 +443,7 @@ class QuantileGBM(GBMForecaster):
 
     def fit(self, demand: object, last_week: int, week_of_year: object) -> QuantileGBM:
         """Fit on every origin whose interval ends by column ``last_week``."""
-        import lightgbm as lgb
+        lgb = require("lightgbm", "rank")
 
         y = self._check_fit(demand, last_week, week_of_year)
         win, side, target, _ = _training_windows(y, last_week, self.horizon,
@@ -484,7 +485,7 @@ class SequenceForecaster(_GlobalModel):
 
     def fit(self, demand: object, last_week: int, week_of_year: object) -> SequenceForecaster:
         """Fit on every origin whose targets fall in columns ``0 .. last_week``."""
-        import keras
+        keras = require("keras", "deep")
 
         from companion.embeddings import seed_everything
 
@@ -538,7 +539,7 @@ class SequenceForecaster(_GlobalModel):
         side_dim = state.pop("side_dim_", None)
         self.__dict__.update(state)
         if weights is not None:
-            import keras
+            keras = require("keras", "deep")
 
             w_in = keras.Input(shape=(self.window, 1))
             s_in = keras.Input(shape=(side_dim,))

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from companion._checks import check_positive_int
+from companion._optional import require
 
 #: Printed name of the end-of-text symbol in tables.
 EOS_NAME = "<end>"
@@ -539,7 +540,7 @@ class TransformerLM(LanguageModel):
 
     # -- model
     def _build(self):
-        import keras
+        keras = require("keras", "deep")
 
         keras.utils.set_random_seed(self.seed)
         model = _char_transformer_class()(
@@ -587,8 +588,8 @@ class TransformerLM(LanguageModel):
         """Train on ``train``; keep the epoch with the lowest loss on ``validation``."""
         import time
 
-        import keras
-        import tensorflow as tf
+        keras = require("keras", "deep")
+        tf = require("tensorflow", "deep")
 
         keras.utils.set_random_seed(self.seed)
         x, y, w = self._arrays(train)
@@ -692,8 +693,8 @@ def _char_transformer_class():
     global _CharTransformer
     if _CharTransformer is not None:
         return _CharTransformer
-    import keras
-    from keras import layers as kl
+    keras = require("keras", "deep")
+    kl = require("keras.layers", "deep")
 
     class CharTransformer(keras.Model):
         def __init__(self, n_inputs, n_outputs, context, dim, layers, heads, dropout, seed):

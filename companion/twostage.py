@@ -30,6 +30,7 @@ import scipy.sparse as sp
 
 from companion import recommenders as rec
 from companion._checks import check_frame, check_in, check_positive_int, check_timestamp
+from companion._optional import require
 from companion.preprocessing import check_interactions
 
 TASKS = ("all", "new")
@@ -615,7 +616,7 @@ class LightGBMRanker:
             feature_names: Sequence[str] | None = None) -> LightGBMRanker:
         """Fit on rows grouped by query (``groups``: one query id per row, each query's
         rows contiguous); ``validation`` is an optional ``(features, labels, groups)``."""
-        import lightgbm as lgb
+        lgb = require("lightgbm", "rank")
 
         check_positive_int(self.n_estimators, name="n_estimators")
         x, y, q = _check_xy(features, labels, groups)
@@ -706,7 +707,7 @@ class KerasListwiseRanker:
     def fit(self, features, labels, groups, validation: tuple | None = None,
             feature_names: Sequence[str] | None = None) -> KerasListwiseRanker:
         """Fit on rows grouped by query, as :meth:`LightGBMRanker.fit`."""
-        import keras
+        keras = require("keras", "deep")
 
         from companion.embeddings import seed_everything
 
@@ -787,8 +788,8 @@ class KerasListwiseRanker:
 
 def _softmax_list_loss(y_true, y_pred):
     """Softmax cross-entropy over each padded list; label -1 marks padding."""
-    import keras
-    from keras import ops
+    keras = require("keras", "deep")
+    ops = require("keras.ops", "deep")
 
     mask = ops.greater_equal(y_true, 0.0)
     logits = ops.where(mask, y_pred, -1e9)
