@@ -24,7 +24,10 @@ in a loop keeps a literal ``rate`` literal):
 
 A name stops being literal when the cell changes it from something that is not: an item
 or attribute assignment (``table.loc[i] = f(data)``) or a method call with a non-literal
-argument (``rows.append(f(data))``). Anything else (a name from another cell, a call of
+argument (``rows.append(f(data))``). An assignment under an ``if``, ``while``, ``for``,
+``with`` or ``try`` also depends on what decides whether it runs, its test, iterable,
+context or tried statements: ``n += 1`` in a loop over data is not literal, nor is a flag
+set to ``True`` in an ``except`` clause. Anything else (a name from another cell, a call of
 the companion or of any other function, a file read, a random draw) is not literal, so
 ``x = f(data); assert x > 5`` passes.
 
