@@ -41,6 +41,7 @@ test: install lint unit nbval book-strict check-pages
 
 lint: install
 	$(VENV)/bin/ruff check companion tests tools benchmarks book/_ext book/conftest.py
+	$(PY) tools/check_asserts.py
 
 # -n 2 --dist loadfile: two worker processes (the machine's two cores), each taking whole
 # files, so module fixtures and a chapter's cells stay in one process and in order

@@ -339,6 +339,44 @@ def top_share_rate(budget: float):
     return metric
 
 
+def _check_ab(base_rate: float, lift: float, alpha: float) -> tuple[float, float]:
+    for name, value in (("base_rate", base_rate), ("alpha", alpha)):
+        if not 0 < value < 1:
+            raise ValueError(f"{name} must lie in (0, 1), got {value}.")
+    treated = base_rate * (1 + lift)
+    if lift == 0 or not 0 < treated < 1:
+        raise ValueError(f"lift must be non-zero and keep base_rate * (1 + lift) in (0, 1); "
+                         f"got lift={lift} on base_rate={base_rate}.")
+    return base_rate, treated
+
+
+def ab_test_power(base_rate: float, lift: float, per_arm: int, *, alpha: float = 0.05
+                  ) -> float:
+    """Power of a two-sided two-proportion z-test with ``per_arm`` units in each of two
+    arms, when the treated rate is ``base_rate * (1 + lift)`` (normal approximation with
+    unpooled variances, ignoring the far tail)."""
+    from scipy.stats import norm
+
+    p1, p2 = _check_ab(base_rate, lift, alpha)
+    check_positive_int(per_arm, name="per_arm")
+    se = np.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / per_arm)
+    return float(norm.cdf(abs(p2 - p1) / se - norm.ppf(1 - alpha / 2)))
+
+
+def ab_test_size(base_rate: float, lift: float, *, alpha: float = 0.05,
+                 power: float = 0.8) -> int:
+    """Units per arm for a two-sided two-proportion z-test at level ``alpha`` to detect a
+    relative ``lift`` on ``base_rate`` with probability ``power``:
+    ``n = (z_{1-alpha/2} + z_power)^2 (p1 q1 + p2 q2) / (p1 - p2)^2``, rounded up."""
+    from scipy.stats import norm
+
+    p1, p2 = _check_ab(base_rate, lift, alpha)
+    if not 0 < power < 1:
+        raise ValueError(f"power must lie in (0, 1), got {power}.")
+    z = norm.ppf(1 - alpha / 2) + norm.ppf(power)
+    return int(np.ceil(z**2 * (p1 * (1 - p1) + p2 * (1 - p2)) / (p1 - p2) ** 2))
+
+
 # --------------------------------------------------------------------------------------
 # The comparison of chapter 6.5
 # --------------------------------------------------------------------------------------

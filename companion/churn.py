@@ -24,6 +24,8 @@ stacked (:func:`training_cutoffs`, :func:`stacked_churn_dataset`).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -506,11 +508,22 @@ class SequenceChurn(_ChurnModel):
         self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                             loss="binary_crossentropy")
         stop = keras.callbacks.EarlyStopping(patience=self.patience, restore_best_weights=True)
+        seconds: list[float] = []
+
+        class EpochTimer(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.started = time.process_time()
+
+            def on_epoch_end(self, epoch, logs=None):
+                seconds.append(time.process_time() - self.started)
+
         hist = self.model_.fit([seq[tr], x[tr]], y[tr],
                                validation_data=([seq[val], x[val]], y[val]),
                                epochs=self.epochs, batch_size=self.batch_size, verbose=0,
-                               shuffle=True, callbacks=[stop])
+                               shuffle=True, callbacks=[stop, EpochTimer()])
         self.history_ = pd.DataFrame(hist.history)
+        #: CPU seconds of this process per epoch (training and validation loss)
+        self.epoch_seconds_ = seconds
         return self
 
     def predict_proba(self, data: ChurnData) -> np.ndarray:
@@ -518,6 +531,40 @@ class SequenceChurn(_ChurnModel):
 
         self._check_fitted()
         return _predict(self.model_, self._inputs(self._check_data(data)), 4096).ravel()
+
+
+def pooling_cost(data: ChurnData, pools: Sequence[int] = (1, 4), *, rows: int = 20_000,
+                 epochs: int = 3, seed: int = 0, **params) -> pd.DataFrame:
+    """CPU seconds per training epoch of :class:`SequenceChurn` at each ``pool``.
+
+    Every pooling trains on the same ``rows`` rows of ``data``, drawn at random with
+    ``seed``, for ``epochs`` epochs (no early stop), with ``params`` passed on. The first
+    epoch also builds the graph and is left out; the table gives the median of the others,
+    the GRU's number of steps and the cost relative to the first of ``pools``.
+    """
+    check_positive_int(rows, name="rows")
+    check_positive_int(epochs, name="epochs")
+    if epochs < 2:
+        raise ValueError(f"epochs must be at least 2 (the first is left out), got {epochs}.")
+    if not pools:
+        raise ValueError("pools is empty.")
+    for name in ("pool", "epochs", "patience", "seed"):
+        if name in params:
+            raise ValueError(f"{name!r} is set by pooling_cost, not in params.")
+    pick = np.random.default_rng(seed).choice(len(data), size=min(rows, len(data)),
+                                              replace=False)
+    sample = data.select(np.sort(pick))
+    out = {}
+    for pool in pools:
+        model = SequenceChurn(pool=pool, epochs=epochs, patience=epochs, seed=seed,
+                              **params).fit(sample)
+        out[pool] = {"GRU steps": sample.sequences.shape[1] // pool,
+                     "CPU seconds per epoch": float(np.median(model.epoch_seconds_[1:]))}
+    table = pd.DataFrame.from_dict(out, orient="index")
+    table.index.name = "pool"
+    table["relative cost"] = (table["CPU seconds per epoch"]
+                              / table["CPU seconds per epoch"].iloc[0])
+    return table
 
 
 class BetaGeoChurn(_ChurnModel):

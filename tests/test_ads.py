@@ -124,3 +124,33 @@ def test_targeting_study_tunes_each_family_on_validation():
     assert out["best"]["logistic regression"]["validation log loss"] == pytest.approx(
         lr["validation log loss"].min())
     assert len(out["test"]["LightGBM"]) == len(parts["test"][1])
+
+
+def test_ab_test_size_matches_the_textbook_formula_and_reaches_its_power():
+    # 10% against 15%, two-sided 5% level, power 80%: (1.96 + 0.84)^2 * 0.2175 / 0.0025
+    assert ads.ab_test_size(0.10, 0.5) == 683
+    n = ads.ab_test_size(0.2, 0.25, power=0.8)
+    assert ads.ab_test_power(0.2, 0.25, n) >= 0.8 > ads.ab_test_power(0.2, 0.25, n - 1)
+    # simulated experiments of that size reject the null hypothesis 80% of the time
+    rng = np.random.default_rng(0)
+    a, b = rng.binomial(n, 0.2, 4000) / n, rng.binomial(n, 0.25, 4000) / n
+    z = (b - a) / np.sqrt((a * (1 - a) + b * (1 - b)) / n)
+    assert abs((np.abs(z) > 1.959964).mean() - 0.8) < 0.03
+    # smaller lifts, rarer events and more power all need more units
+    assert ads.ab_test_size(0.2, 0.1) > n
+    assert ads.ab_test_size(0.02, 0.25) > n
+    assert ads.ab_test_size(0.2, 0.25, power=0.9) > n
+    assert ads.ab_test_size(0.2, -0.25) > 0   # a drop is detected too
+
+
+def test_ab_test_size_rejects_impossible_rates():
+    with pytest.raises(ValueError, match="base_rate"):
+        ads.ab_test_size(0.0, 0.1)
+    with pytest.raises(ValueError, match="lift"):
+        ads.ab_test_size(0.6, 1.0)
+    with pytest.raises(ValueError, match="lift"):
+        ads.ab_test_size(0.2, 0.0)
+    with pytest.raises(ValueError, match="power"):
+        ads.ab_test_size(0.2, 0.1, power=1.0)
+    with pytest.raises(ValueError, match="per_arm"):
+        ads.ab_test_power(0.2, 0.1, 0)

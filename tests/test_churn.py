@@ -297,3 +297,24 @@ def test_models_on_stacked_cutoffs(long_shop, cutoffs, datasets):
     assert metrics.roc_auc(y, proba) > 0.75
     again = churn.SequenceChurn(epochs=5, units=8, hidden=8, pool=4, batch_size=256, seed=0)
     assert np.allclose(again.fit(train).predict_proba(test), proba, atol=1e-5)
+
+
+def test_pooling_cost_times_each_pooling_on_the_same_rows(datasets):
+    train, _ = datasets
+    model = churn.SequenceChurn(epochs=3, patience=3, units=4, hidden=4, seed=0).fit(train)
+    assert len(model.epoch_seconds_) == len(model.history_) == 3
+    assert all(s > 0 for s in model.epoch_seconds_)
+    table = churn.pooling_cost(train, (1, 4), rows=60, epochs=2, units=4, hidden=4)
+    weeks = train.sequences.shape[1]
+    assert table.index.tolist() == [1, 4]
+    assert table["GRU steps"].tolist() == [weeks, weeks // 4]
+    assert (table["CPU seconds per epoch"] > 0).all()
+    assert table.loc[1, "relative cost"] == 1.0
+    assert table.loc[4, "relative cost"] == pytest.approx(
+        table.loc[4, "CPU seconds per epoch"] / table.loc[1, "CPU seconds per epoch"])
+    with pytest.raises(ValueError, match="at least 2"):
+        churn.pooling_cost(train, epochs=1)
+    with pytest.raises(ValueError, match="'pool' is set by pooling_cost"):
+        churn.pooling_cost(train, pool=4)
+    with pytest.raises(ValueError, match="pools is empty"):
+        churn.pooling_cost(train, ())
