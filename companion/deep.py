@@ -469,8 +469,12 @@ class SASRec(KerasRecommender):
         self.item_embedding_ = keras.layers.Embedding(self.n_items_ + 1, self.dim,
                                                       name="item_embedding")
         h = self.item_embedding_(x) * np.sqrt(self.dim)
-        h = h + keras.layers.Embedding(self.max_len, self.dim)(
-            keras.ops.arange(self.max_len))[None]
+        # the positions are computed from the symbolic input, so that the embedding is a
+        # layer of the model and trained; called on a constant such as arange(max_len),
+        # Keras evaluates the lookup once and adds a fixed random matrix that never learns
+        positions = keras.ops.zeros_like(x) + keras.ops.arange(self.max_len, dtype="int32")
+        h = h + keras.layers.Embedding(self.max_len, self.dim,
+                                       name="position_embedding")(positions)
         h = keras.layers.Dropout(self.dropout, seed=self.seed)(h)
         keys = keras.ops.cast(keras.ops.greater(x, 0), "bool")
         causal = keras.ops.tril(keras.ops.ones((self.max_len, self.max_len), dtype="bool"))
