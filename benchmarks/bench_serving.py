@@ -10,7 +10,7 @@ of 127.0.0.1, once per server variant:
 * ``precomputed``: the default, the same with httptools and uvloop (when installed);
 * ``precomputed, N workers``: the same in ``--workers N`` processes.
 
-For each variant wrk (https://github.com/wg/wrk; ``apt-get install wrk``) sends
+For each variant wrk (Debian and Ubuntu: ``apt-get install wrk``) sends
 ``GET /recommend/{customer}?k=10`` for random known customers (seeded) over 1, 8 and 32
 keep-alive connections for ``--seconds`` each, after a warm-up, and the table gives the
 throughput, the latency percentiles p50, p95 and p99 that wrk records, the errors and
@@ -18,10 +18,13 @@ the server's CPU time per request (all its processes, from /proc), which shows w
 request costs even when other programs share the CPUs and blur the latencies. The same
 ``recommend`` is then timed in process, without HTTP. ``--history`` adds rows for
 ``POST /recommend`` with a basket of five products. ``--url`` measures a service that is
-already running instead (127.0.0.1 only), for example an older version.
+already running instead (127.0.0.1 only), for example an older version. ``--repeat``
+runs each cell several times and reports the medians, which steadies the tail latencies
+on a machine shared with other work.
 
-    python benchmarks/bench_serving.py [--seconds 10] [--levels 1 8 32] [--workers 2]
-        [--variants model-call precomputed workers] [--history] [--two-tower]
+    python benchmarks/bench_serving.py [--seconds 10] [--repeat 1] [--levels 1 8 32]
+        [--workers 2] [--variants model-call h11 precomputed workers] [--history]
+        [--url http://127.0.0.1:8000] [--two-tower]
 """
 
 from __future__ import annotations
@@ -145,6 +148,8 @@ def check_local(url: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per wrk run")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="wrk runs per cell; the table gives their medians")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32],
                         help="concurrent connections")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
@@ -195,7 +200,9 @@ def main(argv=None) -> int:
                 wrk(base, get_lua, 8, 2.0, None)  # warm-up
                 for what, script in scripts:
                     for c in args.levels:
-                        rows[name, what, c] = wrk(base, script, c, args.seconds, pid)
+                        runs = pd.DataFrame([wrk(base, script, c, args.seconds, pid)
+                                             for _ in range(args.repeat)])
+                        rows[name, what, c] = runs.median().to_dict()
                         print(f"  {name}, {what}, {c} connections: "
                               f"{rows[name, what, c]['requests/s']:.0f} requests/s, p99 "
                               f"{rows[name, what, c]['p99 ms']:.1f} ms", flush=True)

@@ -534,7 +534,8 @@ class RecommendationService:
             except Exception:
                 self.metrics.add(_RELOADS_FAILED)
                 log.exception("reload of %s failed", path)
-                raise RequestError(f"artifact {path.name!r} could not be loaded (see the "
+                shown = path.relative_to(self.models_dir).as_posix()
+                raise RequestError(f"artifact {shown!r} could not be loaded (see the "
                                    "service's log).") from None
             if publish and self.state_dir is not None:  # only what loaded is published
                 new.generation = self._publish(path)
@@ -558,28 +559,39 @@ class RecommendationService:
     def _read_published(self) -> dict | None:
         try:
             return json.loads((self.state_dir / "model.json").read_text())
-        except FileNotFoundError:
+        except (FileNotFoundError, ValueError):
             return None
 
-    def _follow(self) -> None:
-        """Load the published artifact when it is newer than the one served."""
+    def _newer(self) -> dict | None:
+        """The published reload when it is newer than the model served (and not one that
+        failed here)."""
         published = self._read_published()
         if not published or published["generation"] <= self._served.generation \
                 or published["generation"] == self._failed_generation:
+            return None
+        return published
+
+    def _follow(self) -> None:
+        """Load the published artifact when it is newer than the one served."""
+        if self._newer() is None:
             return
-        try:
-            with self._loading:
+        with self._loading:
+            published = self._newer()  # again: a reload here may have installed it
+            if published is None:
+                return
+            try:
                 loaded = export.load(published["artifact"])
                 self.swap(loaded.model, loaded.version, Path(published["artifact"]).name,
                           published["artifact"], published["generation"])
-            self.metrics.add(_RELOADS_OK)
-            log.info("worker %d follows reload %d: %s", os.getpid(),
-                     published["generation"], self._served.version_id)
-        except Exception:
-            self._failed_generation = published["generation"]
-            self.metrics.add(_RELOADS_FAILED)
-            log.exception("worker %d could not follow reload %d", os.getpid(),
-                          published["generation"])
+            except Exception:
+                self._failed_generation = published["generation"]
+                self.metrics.add(_RELOADS_FAILED)
+                log.exception("worker %d could not follow reload %d", os.getpid(),
+                              published["generation"])
+                return
+        self.metrics.add(_RELOADS_OK)
+        log.info("worker %d follows reload %d: %s", os.getpid(), published["generation"],
+                 self._served.version_id)
 
     def _watch(self, seconds: float) -> None:
         file = self.state_dir / "model.json"
@@ -1005,10 +1017,8 @@ def create_app(service: RecommendationService, *, reload_token: str | None = Non
         return Response(service.metrics.exposition(service.served),
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    gateway = Gateway(app, service, max_body=max_body, request_timeout=request_timeout,
-                      reload_timeout=reload_timeout)
-    gateway.fastapi = app
-    return gateway
+    return Gateway(app, service, max_body=max_body, request_timeout=request_timeout,
+                   reload_timeout=reload_timeout)
 
 
 def _free_socket(host: str) -> socket.socket:

@@ -447,6 +447,42 @@ def test_metrics(service, interactions):
     assert after["companion_workers"] == 1 and after["companion_requests_in_flight"] == 1
 
 
+def test_workers_share_reloads_and_metrics(artifacts, tmp_path):
+    """Two services on one state folder behave as two worker processes: a reload on one
+    is followed by the other, a worker started later begins on the latest reload, and
+    either one's /metrics counts both."""
+    state = tmp_path / "state"
+    state.mkdir()
+    first = serving.RecommendationService.from_artifact(artifacts["blend"], state_dir=state,
+                                                        poll_seconds=0.05)
+    second = serving.RecommendationService.from_artifact(artifacts["blend"],
+                                                         state_dir=state, poll_seconds=0.05)
+    try:
+        assert first.metrics.slot != second.metrics.slot
+        assert first.following(0) == (2, 2)
+        served = first.reload("pop")
+        assert served.generation == 1 and first.served.version_id.startswith("pop-")
+        deadline = time.monotonic() + 60
+        while second.served.generation < 1:
+            assert time.monotonic() < deadline, "the second worker did not follow"
+            time.sleep(0.05)
+        assert second.served.version_id == first.served.version_id
+        assert second.served.source == "pop" and first.following(1) == (2, 2)
+        late = serving.RecommendationService.from_artifact(artifacts["blend"],
+                                                           state_dir=state)
+        assert late.served.generation == 1 and late.served.version_id.startswith("pop-")
+        assert first.reloads == 1 and second.reloads == 1  # each loaded it once
+        second.metrics.observe(0, 200, 0.003)
+        late.close()
+        del late
+        values = metric_values(first.metrics.exposition(first.served))
+        assert values['companion_http_requests_total{route="recommend_one",status="200"}'] == 1
+        assert values['companion_model_reloads_total{result="ok"}'] == 3
+    finally:
+        first.close()
+        second.close()
+
+
 def test_workers_follow_a_reload(artifacts, tmp_path):
     log = tmp_path / "access.log"
     with serving.serve_in_subprocess(artifacts["blend"], options=["--workers", "2"],
