@@ -334,6 +334,19 @@ def test_reload_without_a_models_folder_or_artifact(interactions, tmp_path):
         assert "Blend(" not in answer.text and "ItemKNN" not in answer.text
 
 
+def test_server_processes_keep_the_model_out_of_the_garbage_collector(artifacts):
+    import gc
+
+    service = serving.RecommendationService.from_artifact(artifacts["pop"], freeze_gc=True)
+    try:
+        assert gc.get_freeze_count() == 0  # only a reload (or run) freezes
+        service.reload("blend")
+        frozen = gc.get_freeze_count()
+        assert frozen > 1000 and service.served.version_id.startswith("blend-")
+    finally:
+        gc.unfreeze()
+
+
 def test_reload_under_load_drops_nothing(service, artifacts, interactions):
     customers = [int(c) for c in interactions["user_id"].unique()[:20]]
     old = service.served.version_id
