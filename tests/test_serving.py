@@ -546,7 +546,10 @@ def test_graceful_shutdown_finishes_requests_in_flight(artifacts):
             conn.sendall(b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Type: "
                          b"application/json\r\nContent-Length: " + str(len(body)).encode()
                          + b"\r\n\r\n" + body[:10])
-            time.sleep(0.3)
+            while metric_values(httpx.get(f"http://127.0.0.1:{port}/metrics").text)[
+                    "companion_requests_in_flight"] < 2:  # this one and /metrics itself
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
             proc.send_signal(signal.SIGTERM)  # while the request is half received
             time.sleep(1.0)
             assert proc.poll() is None  # waits for the request in flight
