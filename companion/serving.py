@@ -1218,7 +1218,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default: ${MODELS_ENV}, else the folder holding --artifact; "
                              "without either, reloads are refused)")
     parser.add_argument("--workers", type=int, default=1,
-                        help="worker processes; each serves every request and all follow "
+                        help="worker processes; each can answer any request, and all follow "
                              "a reload (default: 1)")
     parser.add_argument("--precompute", type=int, default=DEFAULT_PRECOMPUTE,
                         help="customers whose top lists are computed when a model loads, the "
@@ -1375,9 +1375,10 @@ def run(args: argparse.Namespace) -> int:
                 "artifact": str(path), "models_dir": models_dir, "state_dir": state_dir,
                 "precompute": args.precompute, "source": source, "app": _options(args),
                 "log_level": args.log_level, "access_log": args.access_log})
-        reload_state = (f"reloads from {models_dir}" if models_dir and os.environ.get(TOKEN_ENV)
-                        else "reload off" + ("" if models_dir else " (no --models-dir)")
-                        + ("" if os.environ.get(TOKEN_ENV) else f" (no ${TOKEN_ENV})"))
+        missing = [m for m, ok in (("no --models-dir", models_dir),
+                                   (f"no ${TOKEN_ENV}", os.environ.get(TOKEN_ENV))) if not ok]
+        reload_state = ("reload off: " + ", ".join(missing) if missing
+                        else f"reloads from {models_dir}")
         print(f"serving {what}\n  version {health['version']}: {health['customers']} "
               f"customers, {health['items']} items; {args.workers} worker(s); {reload_state}"
               f"\n  on http://{args.host}:{args.port} (GET /health, GET /recommend/{{customer}}"
