@@ -174,7 +174,8 @@ class Recommender:
     # -- request-time histories ---------------------------------------------------------
     @property
     def supports_history(self) -> bool:
-        """Whether :meth:`recommend_from_history` can score this model from a history."""
+        """Whether :meth:`Recommender.recommend_from_history` can score this model from a
+        history."""
         return type(self)._score_history is not Recommender._score_history
 
     def history_codes(self, history) -> tuple[np.ndarray, list]:

@@ -89,9 +89,13 @@ import numpy as np
 from companion import export
 from companion import recommenders as rec
 
+#: items in an answer unless ``k`` says otherwise
 DEFAULT_K = 10
+#: the largest ``k``, and the depth of the precomputed top lists
 MAX_K = 100
+#: most customers in one ``POST /recommend``
 MAX_BATCH = 1000
+#: most product ids in one history
 MAX_HISTORY = 1000
 #: largest request body accepted, in bytes (a batch of MAX_BATCH long ids fits easily)
 MAX_BODY = 256 * 1024
@@ -101,7 +105,9 @@ REQUEST_TIMEOUT = 10.0
 RELOAD_TIMEOUT = 300.0
 #: customers whose top lists are precomputed at load (the most active first)
 DEFAULT_PRECOMPUTE = 200_000
+#: the environment variable that holds the bearer token of ``POST /reload``
 TOKEN_ENV = "COMPANION_RELOAD_TOKEN"
+#: the environment variable that names the models folder (``--models-dir``)
 MODELS_ENV = "COMPANION_MODELS_DIR"
 _WORKER_ENV = "COMPANION_SERVING_WORKER"  # a worker process's configuration (JSON)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
@@ -239,8 +245,11 @@ def _plain(value: object) -> object:
 
 # ------------------------------------------------------------------------------- metrics
 
+#: the ``route`` label of the request metrics
 ROUTES = ("recommend_one", "recommend", "health", "metrics", "reload", "other")
+#: status codes counted one by one (others are counted as ``other``)
 STATUSES = (200, 400, 401, 403, 404, 405, 413, 422, 500, 503)
+#: upper bounds (seconds) of the latency histogram's buckets
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
            10.0)
 _N_S = len(STATUSES) + 1  # the last column counts other statuses
@@ -697,7 +706,7 @@ class RecommendationService:
 
 def _freeze_gc() -> None:
     """Collect, then move every object alive now (the model, the precomputed lists, the
-    libraries) out of the garbage collector's sight (:func:`gc.freeze`): a full collection
+    libraries) out of the garbage collector's sight (``gc.freeze()``): a full collection
     then scans only what requests allocate, instead of pausing every request for a scan
     of the whole heap (a few hundred milliseconds with a model loaded). Called by the
     server process after each load, never by a library user's process."""
