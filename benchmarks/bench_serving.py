@@ -8,7 +8,8 @@ of 127.0.0.1, once per server variant:
   worker thread), with uvicorn's pure-Python HTTP parser and event loop;
 * ``precomputed, h11 + asyncio``: top lists computed at load, answered from the event loop;
 * ``precomputed``: the default, the same with httptools and uvloop (when installed);
-* ``precomputed, N workers``: the same in ``--workers N`` processes.
+* ``precomputed, N workers``: the same in ``--workers N`` processes;
+* ``precomputed, no access log`` (``--variants no-log``): without the JSON access log.
 
 For each variant wrk (Debian and Ubuntu: ``apt-get install wrk``) sends
 ``GET /recommend/{customer}?k=10`` for random known customers (seeded) over 1, 8 and 32
@@ -53,7 +54,9 @@ VARIANTS = {
     "h11": ("precomputed, h11 + asyncio", ["--http", "h11", "--loop", "asyncio"]),
     "precomputed": ("precomputed", []),
     "workers": ("precomputed, {n} workers", ["--workers", "{n}"]),
+    "no-log": ("precomputed, no access log", ["--no-access-log"]),
 }
+DEFAULT_VARIANTS = ["model-call", "h11", "precomputed", "workers"]
 
 LUA = r"""
 local ids = {%(ids)s}
@@ -152,7 +155,7 @@ def main(argv=None) -> int:
                         help="wrk runs per cell; the table gives their medians")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32],
                         help="concurrent connections")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS,
                         choices=list(VARIANTS))
     parser.add_argument("--workers", type=int, default=2, help="for the workers variant")
     parser.add_argument("--url", default=None,
