@@ -14,7 +14,8 @@ extra      packages                             needed by
                                                 ``twostage``; ``spark``'s ``tf.distribute``
 ``rank``   LightGBM                             the LightGBM models of ``ads``, ``supply`` and
                                                 ``twostage``
-``serve``  FastAPI, uvicorn, httpx              the web layer of ``serving`` (``serve``)
+``serve``  FastAPI, uvicorn, httpx, httptools,  the web layer of ``serving`` (``serve``)
+           uvloop
 ``tune``   Optuna                               ``automl.search``
 ``spark``  PySpark (and a Java runtime)         ``spark``
 ``data``   openpyxl                             ``data``'s download of UCI's Excel archives
@@ -44,7 +45,7 @@ DISTRIBUTION = "retention-companion"
 EXTRAS = {
     "deep": ("keras", "tensorflow"),
     "rank": ("lightgbm",),
-    "serve": ("fastapi", "uvicorn", "httpx"),
+    "serve": ("fastapi", "uvicorn", "httpx", "httptools", "uvloop"),
     "tune": ("optuna",),
     "spark": ("pyspark",),
     "data": ("openpyxl",),

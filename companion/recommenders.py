@@ -10,6 +10,11 @@ Keras models: :class:`MatrixFactorization` (BPR), :class:`NeuMF`, :class:`TwoTow
 :class:`SASRec` (a Transformer over purchase histories) and :class:`SourceLSTM` (the
 source article's model with ids fed as integers), plus :class:`Blend` to combine a model
 with repeat behaviour.
+
+Request-time histories: :meth:`Recommender.recommend_from_history` scores a basket or
+session given as item ids, for a visitor the model has never seen or together with a
+known customer's stored purchases, without refitting. The baselines and their blends
+implement it (``supports_history``); the others raise NotImplementedError.
 """
 
 from __future__ import annotations
@@ -22,6 +27,25 @@ from companion._checks import check_positive_int
 from companion.preprocessing import IdEncoder, check_interactions
 
 _CHUNK = 1024  # users scored at once
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's ``k`` largest scores, best first (ties in the order
+    ``argpartition`` leaves them): the selection :meth:`Recommender.recommend` makes."""
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
+
+
+def _item_key(value: object) -> str | None:
+    """``value`` as a catalogue key (item ids are text), or None when it cannot be one."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    return str(value)
 
 
 class Recommender:
@@ -144,10 +168,109 @@ class Recommender:
                 sub = self.seen_[part[known]]
                 rows = np.repeat(known, np.diff(sub.indptr))
                 scores[rows, sub.indices] = -np.inf
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-            out[lo:lo + len(part)] = items[np.take_along_axis(top, order, axis=1)]
+            out[lo:lo + len(part)] = items[_top_k(scores, k)]
         return out
+
+    # -- request-time histories ---------------------------------------------------------
+    @property
+    def supports_history(self) -> bool:
+        """Whether :meth:`Recommender.recommend_from_history` can score this model from a
+        history."""
+        return type(self)._score_history is not Recommender._score_history
+
+    def history_codes(self, history) -> tuple[np.ndarray, list]:
+        """The item codes of ``history`` (repeats kept, in the order given) and the ids in
+        it that are not in the catalogue (each once, in order of first appearance).
+
+        ``history`` is a sequence of item ids (a list or array, not a single str). Item ids
+        are text (stock codes such as ``"85123A"``); a whole number given for one, as JSON
+        clients may send it, matches its text (22423 matches ``"22423"``). Ids that match
+        nothing are returned, not raised, so a basket that holds a product added after the
+        fit still gets recommendations.
+        """
+        self._check_fitted()
+        if isinstance(history, str | bytes) or not hasattr(history, "__iter__"):
+            raise TypeError("history must be a sequence of item ids (for example a list), "
+                            f"got {type(history).__name__}.")
+        values = list(np.asarray(history, dtype=object).ravel()) \
+            if isinstance(history, np.ndarray) else list(history)
+        index, _ = self._item_lookup()
+        codes = np.array([index.get(_item_key(v), -1) for v in values], dtype=np.int64)
+        unknown, seen = [], set()
+        for value, code in zip(values, codes, strict=True):
+            if code < 0:
+                key = repr(value)
+                if key not in seen:
+                    seen.add(key)
+                    unknown.append(value.item() if isinstance(value, np.generic) else value)
+        return codes[codes >= 0], unknown
+
+    def _item_lookup(self) -> tuple[dict, np.ndarray]:
+        """``{item id: code}`` and :attr:`items_`, built once per catalogue: for a few ids a
+        dict look-up is much faster than an Index look-up, above all with Arrow-backed text
+        ids, whose :attr:`items_` is converted to NumPy on every call."""
+        classes = self.item_encoder_.classes_
+        cached = getattr(self, "_item_cache", None)
+        if cached is None or cached[0] is not classes:
+            cached = (classes, {item: code for code, item in enumerate(classes.tolist())},
+                      classes.to_numpy())
+            self._item_cache = cached  # not exported (a leading underscore)
+        return cached[1], cached[2]
+
+    def _user_code(self, user_id) -> int:
+        """The code of one customer id (-1 for None or a customer unknown at fit time)."""
+        if user_id is None:
+            return -1
+        return int(self._codes(np.asarray([user_id]))[0])
+
+    def score_history(self, history, user_id=None) -> np.ndarray:
+        """Scores of every catalogue item for a history given at request time, shape
+        ``(n_items,)``; see :meth:`recommend_from_history`."""
+        codes, _ = self.history_codes(history)
+        return self._history_scores(codes, self._user_code(user_id))
+
+    def _history_scores(self, codes: np.ndarray, user: int) -> np.ndarray:
+        if not self.supports_history:
+            raise NotImplementedError(
+                f"{type(self).__name__} cannot score a history given at request time; the "
+                "baselines (popularity, repeat-buy, item-kNN, EASE, TIFU-KNN, UP-CF@r) and "
+                "their blends can.")
+        if len(codes) == 0:  # nothing new: exactly what score() gives the customer
+            return self.score_codes(np.array([user], dtype=np.int64))[0]
+        return np.asarray(self._score_history(user, codes), dtype=np.float32)
+
+    def recommend_from_history(self, history, k: int = 10, exclude_seen: bool = True,
+                               user_id=None) -> np.ndarray:
+        """The top ``k`` item ids for a history given at request time, best first.
+
+        ``history`` holds item ids: a basket or a browsing session, treated as one invoice
+        bought now (an item repeated in it counts once, as in a fit). With ``user_id`` a
+        customer known at fit time, the history is added to that customer's stored
+        purchases; without it (or for a customer the model has never seen) the history
+        alone is scored, as for an anonymous visitor. Ids not in the catalogue are ignored
+        (:meth:`history_codes` lists them); an empty history scores like :meth:`recommend`
+        (popularity for an unknown customer). With ``exclude_seen`` the items in the
+        history and, for a known customer, the items bought during training are never
+        returned. The model is not changed.
+        """
+        check_positive_int(k, name="k")
+        self._check_fitted()
+        n_items = len(self.item_encoder_)
+        if k > n_items:
+            raise ValueError(f"k={k} exceeds the catalogue of {n_items} items.")
+        codes, _ = self.history_codes(history)
+        user = self._user_code(user_id)
+        scores = self._history_scores(codes, user)[None, :].copy()
+        if exclude_seen:
+            scores[0, codes] = -np.inf
+            if user >= 0:
+                scores[0, self.seen_[user].indices] = -np.inf
+        return self._item_lookup()[1][_top_k(scores, k)[0]]
+
+    def _score_history(self, user: int, codes: np.ndarray) -> np.ndarray:
+        """Scores for customer code ``user`` (-1: none) with the item codes ``codes``
+        (non-empty, repeats kept) added to their purchases, bought now."""
+        raise NotImplementedError
 
     def score_codes(self, codes: np.ndarray) -> np.ndarray:
         """Like :meth:`score` but for encoded users (``-1`` for unknown)."""
@@ -157,6 +280,16 @@ class Recommender:
         if known.any():
             out[known] = self._score(codes[known])
         return out
+
+    def _history_row(self, matrix: sp.csr_matrix, user: int, codes: np.ndarray
+                     ) -> sp.csr_matrix:
+        """A 1 x n_items 0/1 row: the user's row of ``matrix`` (if known) and ``codes``."""
+        items = np.unique(codes)
+        if user >= 0:
+            items = np.union1d(items, matrix[user].indices)
+        return sp.csr_matrix((np.ones(len(items), dtype=matrix.dtype),
+                              (np.zeros(len(items), dtype=np.int64), items)),
+                             shape=(1, matrix.shape[1]))
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -191,6 +324,9 @@ class Popularity(Recommender):
     def _score(self, users):
         return np.broadcast_to(self.scores_, (len(users), len(self.scores_))).copy()
 
+    def _score_history(self, user, codes):
+        return self.scores_.copy()
+
 
 class RepeatBuy(Recommender):
     """A user's own past items, by purchase count decayed with ``half_life_days``.
@@ -213,6 +349,13 @@ class RepeatBuy(Recommender):
 
     def _score(self, users):
         return self.weights_[users].toarray() + self.tiebreak_
+
+    def _score_history(self, user, codes):
+        # the history is one invoice made now: each of its items counts once, weight 1
+        row = (self.weights_[user].toarray()[0] if user >= 0
+               else np.zeros(self.weights_.shape[1], dtype=np.float32))
+        row[np.unique(codes)] += np.float32(1.0)
+        return row + self.tiebreak_
 
 
 class ItemKNN(Recommender):
@@ -274,6 +417,9 @@ class ItemKNN(Recommender):
     def _score(self, users):
         return np.asarray(self.binary_[users] @ self.similarity_)
 
+    def _score_history(self, user, codes):
+        return np.asarray(self._history_row(self.binary_, user, codes) @ self.similarity_)[0]
+
 
 class EASE(Recommender):
     """Embarrassingly Shallow Autoencoder (Steck, 2019), solved in closed form.
@@ -300,6 +446,9 @@ class EASE(Recommender):
     def _score(self, users):
         return np.asarray(self.binary_[users] @ self.weights_)
 
+    def _score_history(self, user, codes):
+        return np.asarray(self._history_row(self.binary_, user, codes) @ self.weights_)[0]
+
 
 # ------------------------------------------------------------------- next-basket baselines
 
@@ -322,6 +471,37 @@ def _basket_rows(frame: pd.DataFrame) -> pd.DataFrame:
     baskets["n"] = baskets.groupby("u")["b"].transform("size").to_numpy()
     rows = rows.merge(baskets[["u", "b", "pos", "n"]], on=["u", "b"], how="left")
     return rows.drop_duplicates(["u", "pos", "i"])[["u", "i", "pos", "n"]]
+
+
+def _basket_matrix(rows: pd.DataFrame, shape: tuple[int, int]
+                   ) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Every user's baskets as rows of a 0/1 matrix (users in code order, each user's
+    baskets oldest first) and the pointer array: user ``u``'s baskets are the rows
+    ``ptr[u]:ptr[u + 1]``. Kept by the next-basket models to add a basket given at request
+    time to a known customer's history."""
+    n_users, n_items = shape
+    per_user = rows.groupby("u")["n"].first().reindex(range(n_users), fill_value=0)
+    ptr = np.r_[0, np.cumsum(per_user.to_numpy())].astype(np.int64)
+    basket = ptr[rows["u"].to_numpy()] + rows["pos"].to_numpy()
+    matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32),
+                            (basket, rows["i"].to_numpy())), shape=(int(ptr[-1]), n_items))
+    matrix.sum_duplicates()
+    return matrix, ptr
+
+
+def _history_baskets(model: Recommender, user: int, codes: np.ndarray) -> list[np.ndarray]:
+    """The item codes of each basket of customer ``user`` (none for -1), oldest first, with
+    ``codes`` appended as the newest basket."""
+    baskets = []
+    if user >= 0:
+        if not hasattr(model, "baskets_"):
+            raise ValueError(f"this {type(model).__name__} was fitted without its baskets "
+                             "(by an older version); refit it to add a history to a known "
+                             "customer.")
+        matrix, ptr = model.baskets_, model.basket_ptr_
+        baskets = [matrix.indices[matrix.indptr[b]:matrix.indptr[b + 1]]
+                   for b in range(ptr[user], ptr[user + 1])]
+    return baskets + [np.unique(codes)]
 
 
 def _check_rate(value: float, name: str, *, low_open: bool = True) -> float:
@@ -403,6 +583,22 @@ class TIFUKNN(Recommender):
         _check_rate(self.alpha, "alpha", low_open=False)
         rows = _basket_rows(frame)
         pos, n = rows["pos"].to_numpy(), rows["n"].to_numpy()
+        value = self._decay(pos, n, m, r_b, r_g)
+        vectors = sp.csr_matrix((value, (rows["u"].to_numpy(), rows["i"].to_numpy())),
+                                shape=counts.shape, dtype=np.float64)
+        vectors.sum_duplicates()
+        self.baskets_, self.basket_ptr_ = _basket_matrix(rows, counts.shape)
+        self.vectors_ = vectors
+        self.vectors_t_ = vectors.T.tocsr()
+        self.sq_norms_ = np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel()
+        # neighbours, found when a user is first scored (-1: not yet)
+        self.near_ = np.full((counts.shape[0], min(self.k, counts.shape[0] - 1)), -1)
+
+    @staticmethod
+    def _decay(pos: np.ndarray, n: np.ndarray, m: int, r_b: float, r_g: float
+               ) -> np.ndarray:
+        """The weight of basket ``pos`` (0 = oldest) of a history of ``n`` baskets in the
+        user's vector: basket decay, group decay, group and history averages."""
         small = n < m
         size = np.maximum(n // m, 1)                  # baskets in the short groups
         extra = np.where(small, 0, n % m)             # groups with one basket more
@@ -410,16 +606,8 @@ class TIFUKNN(Recommender):
         group = np.where(small | (pos < cut), pos // size, (m - extra) + (pos - cut) // (size + 1))
         members = np.where(small | (pos < cut), size, size + 1)
         n_groups = np.where(small, n, m)
-        value = (np.power(r_b, n - 1 - pos) * np.power(r_g, m - 1 - group)
-                 / members / n_groups)
-        vectors = sp.csr_matrix((value, (rows["u"].to_numpy(), rows["i"].to_numpy())),
-                                shape=counts.shape, dtype=np.float64)
-        vectors.sum_duplicates()
-        self.vectors_ = vectors
-        self.vectors_t_ = vectors.T.tocsr()
-        self.sq_norms_ = np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel()
-        # neighbours, found when a user is first scored (-1: not yet)
-        self.near_ = np.full((counts.shape[0], min(self.k, counts.shape[0] - 1)), -1)
+        return (np.power(r_b, n - 1 - pos) * np.power(r_g, m - 1 - group)
+                / members / n_groups)
 
     def neighbours(self, users: np.ndarray) -> np.ndarray:
         """Codes of the ``k`` nearest other users of each user code, shape ``(len, k')``
@@ -447,6 +635,30 @@ class TIFUKNN(Recommender):
              (np.repeat(np.arange(len(users)), near.shape[1]), near.ravel())),
             shape=(len(users), self.vectors_.shape[0]))
         mean = (weights @ self.vectors_).toarray()
+        return (self.alpha * own + (1 - self.alpha) * mean).astype(np.float32)
+
+    def _score_history(self, user, codes):
+        # the history is the newest basket; the vector is what a fit on the customer's
+        # baskets plus this one would give, and the neighbours are searched among the
+        # fitted customers (the customer excluded), whose vectors that fit would not change
+        baskets = _history_baskets(self, user, codes)
+        n = len(baskets)
+        pos = np.repeat(np.arange(n), [len(b) for b in baskets])
+        value = self._decay(pos, np.full(len(pos), n), self.group_size, self.within_decay,
+                            self.group_decay)
+        own = np.zeros(self.vectors_.shape[1])
+        np.add.at(own, np.concatenate(baskets), value)
+        n_users = self.vectors_.shape[0]
+        k = min(self.k, n_users - 1 if user >= 0 else n_users)
+        if k == 0:
+            return (self.alpha * own).astype(np.float32)
+        dist = self.sq_norms_ + own @ own - 2 * (self.vectors_ @ own)
+        if user >= 0:
+            dist[user] = np.inf
+        near = np.argpartition(dist, k - 1)[:k]
+        weights = sp.csr_matrix((np.full(k, 1.0 / k), (np.zeros(k, dtype=np.int64), near)),
+                                shape=(1, n_users))
+        mean = (weights @ self.vectors_).toarray()[0]
         return (self.alpha * own + (1 - self.alpha) * mean).astype(np.float32)
 
 
@@ -514,6 +726,7 @@ class UPCF(Recommender):
                 or not self.locality > 0):
             raise ValueError(f"locality must be a positive number, got {self.locality!r}.")
         rows = _basket_rows(frame)
+        self.baskets_, self.basket_ptr_ = _basket_matrix(rows, counts.shape)
         pos, n = rows["pos"].to_numpy(), rows["n"].to_numpy()
         window = n if self.recency is None else np.minimum(n, self.recency)
         recent = pos >= n - window
@@ -565,6 +778,32 @@ class UPCF(Recommender):
             shape=(len(users), n_users))
         return (weights @ self.popularity_r_).toarray().astype(np.float32)
 
+    def _score_history(self, user, codes):
+        # the history is the newest basket: the customer's recency-aware popularity and
+        # item set become what a fit with it would give; the other customers' do not change
+        baskets = _history_baskets(self, user, codes)
+        window = len(baskets) if self.recency is None else min(len(baskets), self.recency)
+        n_users, n_items = self.binary_.shape
+        own = np.zeros(n_items)
+        for basket in baskets[-window:]:
+            own[basket] += 1.0 / window
+        items = np.unique(np.concatenate(baskets))
+        common = np.asarray(self.binary_t_[items].sum(axis=0)).ravel()
+        sim = common / len(items) ** self.asymmetry / self.norm_other_
+        others = n_users - 1 if user >= 0 else n_users
+        if self.neighbours is None or self.neighbours >= others:
+            weights = np.power(sim, self.locality)
+            if user >= 0:
+                weights[user] = 0.0
+            return (self.popularity_t_ @ weights + own).astype(np.float32)
+        k = self.neighbours
+        if user >= 0:
+            sim[user] = -np.inf
+        near = np.argpartition(-sim, k - 1)[:k]
+        weights = sp.csr_matrix((np.power(sim[near], self.locality),
+                                 (np.zeros(k, dtype=np.int64), near)), shape=(1, n_users))
+        return ((weights @ self.popularity_r_).toarray()[0] + own).astype(np.float32)
+
 
 class Blend(Recommender):
     """``weight`` x a base recommender's score + rank-normalised scores of a learned model.
@@ -606,13 +845,27 @@ class Blend(Recommender):
 
     def _score(self, users):
         ids = self.user_encoder_.classes_.to_numpy()[users]
+        return self._combine(self.base_.score(ids), self.model.score(ids))
+
+    @property
+    def supports_history(self) -> bool:
+        base = getattr(self, "base_", self.base)
+        return self.model.supports_history and (base is None or base.supports_history)
+
+    def _score_history(self, user, codes):
+        ids = self._item_lookup()[1][codes]
+        user_id = self.user_encoder_.classes_[user] if user >= 0 else None
+        return self._combine(self.base_.score_history(ids, user_id)[None, :],
+                             self.model.score_history(ids, user_id)[None, :])[0]
+
+    def _combine(self, base: np.ndarray, model: np.ndarray) -> np.ndarray:
+        """``weight`` x the base part scaled to [0, 1] per user + the model part's ranks
+        (both given in their own item order)."""
         model_columns, base_columns = getattr(self, "columns_", (None, None))
-        base = self.base_.score(ids)
         if base_columns is not None:
             base = base[:, base_columns]
         base = base - base.min(axis=1, keepdims=True)
         base = base / np.maximum(base.max(axis=1, keepdims=True), 1e-12)
-        model = self.model.score(ids)
         if model_columns is not None:
             model = model[:, model_columns]
         # each item's rank among the user's items: the inverse of the sorting permutation
