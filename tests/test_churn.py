@@ -46,6 +46,89 @@ def test_labels_by_hand():
     assert labels.to_dict() == {1: 0, 2: 1}
 
 
+# the label window's edges: cutoff 2011-03-01, horizon 30 days (to 2011-03-31), active
+# window 60 days (from 2010-12-31); one second either side of each edge
+_CUT, _END, _ACTIVE_FROM = "2011-03-01 00:00:00", "2011-03-31 00:00:00", "2010-12-31 00:00:00"
+_EDGE_ROWS = [
+    (1, "a", "2011-02-28 23:59:59", "e1", 1.0),    # a second before the cutoff, then nothing
+    (2, "a", "2011-02-10 00:00:00", "e2", 2.0),
+    (2, "b", _CUT, "e3", 30.0),                    # exactly at the cutoff
+    (3, "a", "2011-02-10 00:00:00", "e4", 4.0),
+    (3, "b", "2011-03-30 23:59:59", "e5", 50.0),   # a second before the window ends
+    (4, "a", "2011-02-10 00:00:00", "e6", 8.0),
+    (4, "b", _END, "e7", 70.0),                    # exactly at cutoff + horizon
+    (5, "a", _ACTIVE_FROM, "e8", 16.0),            # exactly at cutoff - active_days
+    (6, "a", "2010-12-30 23:59:59", "e9", 32.0),   # a second before the active window
+    (6, "b", _CUT, "e10", 90.0),
+    (7, "a", _CUT, "e11", 64.0),                   # first purchase at the cutoff
+    (9, "a", "2011-04-15 00:00:00", "e12", 1.0),   # keeps the data running past the horizon
+]
+
+
+def test_label_window_boundaries():
+    frame = _frame(_EDGE_ROWS)
+    labels = churn.churn_labels(frame, _CUT, horizon_days=30, active_days=60)
+    # active: a purchase in [cutoff - 60 days, cutoff); churned: none in [cutoff, cutoff + 30)
+    assert labels.to_dict() == {1: 1, 2: 0, 3: 0, 4: 1, 5: 1}
+    assert labels.dtype == np.int8 and labels.name == "churned"
+    assert list(churn.active_customers(frame, _CUT, active_days=60)) == [1, 2, 3, 4, 5]
+    # the future value reads the same window as the labels
+    data_set = churn.churn_dataset(frame, _CUT, 30, active_days=60, weeks=4)
+    assert data_set.future_value.to_dict() == {1: 0.0, 2: 30.0, 3: 50.0, 4: 0.0, 5: 0.0}
+    pd.testing.assert_series_equal(data_set.labels, labels)
+    # one day more or less of horizon moves exactly the customers on the edges
+    longer = churn.churn_labels(frame, _CUT, horizon_days=31, active_days=60)
+    assert longer.to_dict() == {1: 1, 2: 0, 3: 0, 4: 0, 5: 1}
+    shorter = churn.churn_labels(frame, _CUT, horizon_days=29, active_days=60)
+    assert shorter.to_dict() == {1: 1, 2: 0, 3: 1, 4: 1, 5: 1}
+    # a second later, the purchases at the cutoff are history (6 and 7 become active, 2 no
+    # longer returns), user 5's first purchase falls out of the active window, and 4's
+    # purchase at the old window's end falls inside the new one
+    later = pd.Timestamp(_CUT) + pd.Timedelta(seconds=1)
+    moved = churn.churn_labels(frame, later, horizon_days=30, active_days=60)
+    assert moved.to_dict() == {1: 1, 2: 1, 3: 0, 4: 0, 6: 1, 7: 1}
+
+
+def test_features_stop_a_second_before_the_cutoff():
+    frame = _frame(_EDGE_ROWS)
+    feats = churn.churn_features(frame, _CUT, active_days=60)
+    assert list(feats.index) == [1, 2, 3, 4, 5]
+    # the purchases at the cutoff (users 2, 6, 7) are not in any feature
+    assert feats["frequency"].to_dict() == {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0}
+    assert feats["monetary"].to_dict() == {1: 1.0, 2: 2.0, 3: 4.0, 4: 8.0, 5: 16.0}
+    assert feats.loc[1, "recency_days"] == pytest.approx(1 / 86400)
+    assert feats.loc[5, "recency_days"] == pytest.approx(60.0)
+    assert feats.loc[5, "tenure_days"] == pytest.approx(60.0)
+    assert feats.loc[2, "days_per_invoice"] == pytest.approx(19.0)
+    assert feats.loc[2, "overdue"] == pytest.approx(1.0)
+    assert feats.loc[2, "basket_value"] == pytest.approx(2.0)
+    assert feats["history_days"].tolist() == [pytest.approx(60 + 1 / 86400)] * 5
+    # the last 90 days hold every purchase but user 5's, made exactly 60 days back
+    assert feats["invoices_90d"].to_dict() == {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0}
+    assert feats["spend_90d"].to_dict() == {1: 1.0, 2: 2.0, 3: 4.0, 4: 8.0, 5: 16.0}
+    # weekly sequences: the purchase a second before the cutoff is in the last week
+    seq = churn.activity_sequences(frame, _CUT, feats.index, weeks=4)
+    assert seq.shape == (5, 4, 2)
+    assert seq[0, :, 0].tolist() == [0.0, 0.0, 0.0, 1.0]
+    assert seq[0, 3, 1] == pytest.approx(np.log1p(1.0))
+    # user 2 bought on 2011-02-10, 19 days before the cutoff: week 2 of the 4 (from 02-01)
+    assert seq[1, :, 0].tolist() == [0.0, 1.0, 0.0, 0.0]
+    # user 5's purchase, 60 days back, is older than the 4 weeks
+    assert not seq[4].any()
+
+
+def test_horizon_may_end_on_the_last_day_of_data():
+    frame = _frame(_EDGE_ROWS)
+    # the data end on 2011-04-15: a window [cutoff, 2011-04-16) fits, one more day does not
+    assert len(churn.churn_labels(frame, _CUT, horizon_days=46, active_days=60)) == 5
+    with pytest.raises(ValueError, match="horizon_days=47 is too long.*leaving 46 days"):
+        churn.churn_labels(frame, _CUT, horizon_days=47, active_days=60)
+    # a cutoff at the first purchase leaves no history; at the last one, it is allowed
+    with pytest.raises(ValueError, match="outside the data"):
+        churn.active_customers(frame, "2010-12-30 23:59:59")
+    assert list(churn.active_customers(frame, "2011-04-15", active_days=60)) == [1, 2, 3, 4, 6, 7]
+
+
 def test_features_ignore_the_future(long_shop, cutoffs):
     inter, returns, _ = long_shop
     cut = cutoffs[0]
