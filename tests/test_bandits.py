@@ -167,3 +167,32 @@ def test_visit_log_contexts_use_only_earlier_visits(clean_shop):
     np.testing.assert_allclose(share, expected)
     with pytest.raises(ValueError, match="description"):
         b.visit_log(tx.drop(columns="description"), start)
+
+
+def test_off_policy_estimators_by_hand():
+    log = b.Log(arms=np.array([0, 1, 0, 1]), rewards=np.array([1, 0, 0, 1]),
+                propensity=np.array([0.5, 0.25, 0.5, 0.25]))
+    target = np.array([0, 0, 0, 1])              # matches the log on events 0, 2 and 3
+    # weights target / propensity: 2, 0, 2, 4; weighted rewards 2, 0, 0, 4
+    assert b.ips(target, log) == pytest.approx(6 / 4)
+    assert b.snips(target, log) == pytest.approx(6 / 8)
+    assert b.replay_fixed(target, log) == pytest.approx(2 / 3)
+    assert b.effective_sample_size(target, log) == pytest.approx(8 ** 2 / (4 + 4 + 16))
+    # the same policy given as probabilities (integers here), per event or as one vector
+    one_hot = np.eye(2, dtype=int)[target]
+    assert b.ips(one_hot, log) == pytest.approx(6 / 4)
+    assert b.snips(one_hot, log) == pytest.approx(6 / 8)
+    assert b.snips(np.array([0.5, 0.5]), log) == pytest.approx((1 * 1 + 2 * 1) / (1 + 2 + 1 + 2))
+    # a target that never shows a logged arm: no weight anywhere
+    never = np.array([1, 0, 1, 0])
+    assert b.ips(never, log) == 0.0 and np.isnan(b.snips(never, log))
+    assert np.isnan(b.replay_fixed(never, log)) and b.effective_sample_size(never, log) == 0.0
+    # weights summing to less than one still give the weighted mean
+    small = b.Log(arms=np.array([0]), rewards=np.array([1]), propensity=np.array([0.5]))
+    assert b.snips(np.array([0.2, 0.8]), small) == 1.0
+    # an arm shown with probability zero leaves IPS and SNIPS undefined
+    zero = b.Log(arms=np.array([0, 1]), rewards=np.array([1, 1]), propensity=np.array([1.0, 0.0]))
+    with pytest.raises(ValueError, match="the log has zero propensities; IPS is undefined"):
+        b.ips(np.array([0, 0]), zero)
+    with pytest.raises(ValueError, match="the log has zero propensities; SNIPS is undefined"):
+        b.snips(np.array([0, 0]), zero)
