@@ -380,3 +380,84 @@ def test_models_on_stacked_cutoffs(long_shop, cutoffs, datasets):
     assert metrics.roc_auc(y, proba) > 0.75
     again = churn.SequenceChurn(epochs=5, units=8, hidden=8, pool=4, batch_size=256, seed=0)
     assert np.allclose(again.fit(train).predict_proba(test), proba, atol=1e-5)
+
+
+def test_stacked_dataset_passes_every_setting_on():
+    frame = _frame(_EDGE_ROWS)
+    returns = pd.DataFrame({"customer_id": [2, 3], "quantity": [-1, -2], "price": [5.0, 1.0],
+                            "invoice_date": pd.to_datetime(["2011-02-20", "2011-03-05"])})
+    cuts = [pd.Timestamp(_CUT), pd.Timestamp("2011-03-10")]
+    # the second label window ends exactly at the test cutoff: allowed
+    stacked = churn.stacked_churn_dataset(frame, cuts, 30, test_cutoff="2011-04-09",
+                                          active_days=60, weeks=4, returns=returns)
+    assert stacked.horizon_days == 30 and stacked.sequences.shape[1] == 4
+    assert "return_share" in stacked.features.columns
+    for cut in cuts:
+        one = churn.churn_dataset(frame, cut, 30, active_days=60, weeks=4, returns=returns)
+        rows = stacked.select(stacked.row_cutoffs == np.datetime64(cut))
+        assert np.array_equal(rows.labels.to_numpy(), one.labels.to_numpy())
+        assert np.array_equal(rows.customers, one.labels.index.to_numpy())
+        assert np.array_equal(rows.features.to_numpy(), one.features.to_numpy())
+        assert np.array_equal(rows.sequences, one.sequences)
+        assert np.array_equal(rows.future_value.to_numpy(), one.future_value.to_numpy())
+    # user 2's return (5.0 of 32.0 bought before the second cutoff) counts from then on
+    second = stacked.features.xs(cuts[1], level="cutoff")
+    assert second.loc[2, "return_share"] == pytest.approx(5.0 / 32.0)
+    assert stacked.features.xs(cuts[0], level="cutoff").loc[3, "return_lines"] == 0.0
+    with pytest.raises(ValueError, match="cutoff 2011-03-10 \\+ 30 days runs past"):
+        churn.stacked_churn_dataset(frame, cuts, 30, test_cutoff="2011-04-08")
+
+
+def test_stacked_dataset_defaults_match_a_single_cutoff():
+    # user 1 bought 365.5 days before the cutoff: outside the default year of activity
+    frame = _frame([(1, "a", "2010-02-28 12:00:00", "i1", 1.0),
+                    (2, "a", "2011-02-01 00:00:00", "i2", 1.0),
+                    (3, "a", "2011-06-01 00:00:00", "i3", 1.0)])
+    cut = pd.Timestamp("2011-03-01")
+    stacked = churn.stacked_churn_dataset(frame, [cut])
+    single = churn.churn_dataset(frame, cut)
+    assert stacked.customers.tolist() == single.labels.index.tolist() == [2]
+    assert stacked.sequences.shape == single.sequences.shape == (1, 52, 2)
+    assert stacked.horizon_days == single.horizon_days == 90
+
+
+def test_training_cutoffs_edges():
+    # a year back from 2012-03-01 is 2011-03-02 (a leap year): the first month start after it
+    assert churn.training_cutoffs("2012-03-01", 90)[0] == pd.Timestamp("2011-04-01")
+    # a span as long as the horizon leaves the single date test - horizon
+    assert churn.training_cutoffs("2011-09-01", 31, span_days=31) == [pd.Timestamp("2011-08-01")]
+    with pytest.raises(ValueError, match="no 'MS' date lies between test_cutoff - 12 days"):
+        churn.training_cutoffs("2011-09-15", 10, span_days=12)
+
+
+def test_select_by_positions_and_mask(datasets):
+    first = datasets[0]
+    part = first.select(np.array([2, 0]))
+    assert part.customers.tolist() == first.customers[[2, 0]].tolist()
+    pd.testing.assert_frame_equal(part.features, first.features.iloc[[2, 0]])
+    pd.testing.assert_series_equal(part.future_value, first.future_value.iloc[[2, 0]])
+    assert np.array_equal(part.sequences, first.sequences[[2, 0]])
+    assert part.cutoff == first.cutoff and part.horizon_days == first.horizon_days
+    mask = np.zeros(len(first), dtype=bool)
+    mask[[0, 2]] = True
+    assert first.select(mask).customers.tolist() == first.customers[[0, 2]].tolist()
+    with pytest.raises(ValueError, match=f"a boolean mask must have {len(first)} entries"):
+        first.select(mask[:-1])
+
+
+def test_pool_sequences_shapes_and_types():
+    seq = np.zeros((2, 8, 2))                      # float64 in: float32 out, pooled or not
+    seq[1, :, 0] = np.arange(8)
+    assert churn.pool_sequences(seq, 1).dtype == np.float32
+    pooled = churn.pool_sequences(seq, 2)
+    assert pooled.dtype == np.float32 and pooled.shape == (2, 4, 2)
+    assert pooled[1, :, 0].tolist() == [1.0, 5.0, 9.0, 13.0]
+    for bad in (np.zeros((2, 8)), np.zeros((2, 8, 3))):
+        with pytest.raises(ValueError, match=r"sequences must have shape \(customers, weeks, 2\)"):
+            churn.pool_sequences(bad, 2)
+
+
+def test_inter_purchase_days_is_named():
+    frame = _frame([(1, "a", "2011-01-01", "i1", 1.0), (1, "a", "2011-01-03", "i2", 1.0)])
+    gaps = churn.inter_purchase_days(frame)
+    assert gaps.name == "days" and gaps.tolist() == [2.0]
