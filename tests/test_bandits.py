@@ -196,3 +196,9 @@ def test_off_policy_estimators_by_hand():
         b.ips(np.array([0, 0]), zero)
     with pytest.raises(ValueError, match="the log has zero propensities; SNIPS is undefined"):
         b.snips(np.array([0, 0]), zero)
+    # a target must give a probability to every arm the log shows
+    three = b.Log(arms=np.array([0, 2]), rewards=np.array([1, 1]), propensity=np.array([0.5, 0.5]))
+    with pytest.raises(ValueError, match="the log shows arm 2, the target has 2 arms"):
+        b.ips(np.array([0.5, 0.5]), three)
+    with pytest.raises(ValueError, match="target must have shape"):
+        b.ips(np.float64(0.5), three)

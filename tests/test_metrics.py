@@ -217,3 +217,12 @@ def test_format_ci_collapses_only_interval_columns():
     text = evaluation.format_ci(table, digits=2)
     assert list(text.columns) == ["AUC", "Brier", "users"]
     assert text.loc["model"].tolist() == ["0.81 [0.80, 0.83]", "0.10 [0.09, 0.11]", 40]
+
+
+def test_roc_curve_by_hand():
+    fpr, tpr, thresholds = metrics.roc_curve([0, 1], [0.3, 0.6])
+    assert fpr.tolist() == [0.0, 0.0, 1.0] and tpr.tolist() == [0.0, 1.0, 1.0]
+    assert thresholds.tolist() == [np.inf, 0.6, 0.3]
+    for y in ([0, 0], [1, 1]):
+        with pytest.raises(ValueError, match="the ROC curve needs both positive and negative"):
+            metrics.roc_curve(y, [0.3, 0.6])

@@ -268,6 +268,7 @@ def test_split_by_time_edges_by_hand():
     parts = [split.train, split.validation, split.test]
     assert [p["user_id"].tolist() for p in parts] == [[1, 1], [2, 2], [3, 3]]
     assert all(p.index.tolist() == [0, 1] for p in parts)
+    assert all(p.columns.tolist() == ["user_id", "item_id", "timestamp"] for p in parts)
     assert split.description == ("global time split: test from 2011-03-31, validation from "
                                  "2011-03-01, test until 2011-04-10")
     to_end = preprocessing.split_by_time(frame, "2011-03-31")
@@ -302,6 +303,8 @@ def test_leave_last_basket_out_by_hand():
     assert split.train[["user_id", "item_id"]].values.tolist() == [[1, "a"], [2, "a"],
                                                                      [2, "b"], [3, "a"]]
     assert split.test.index.tolist() == [0, 1] and split.validation.index.tolist() == [0]
+    for part in (split.train, split.validation, split.test):
+        assert part.columns.tolist() == ["user_id", "item_id", "timestamp"]
     assert split.description.endswith("with the previous basket for validation")
     preprocessing.check_no_future_leakage(split, per_user=True)
 
