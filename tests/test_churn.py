@@ -461,3 +461,35 @@ def test_inter_purchase_days_is_named():
     frame = _frame([(1, "a", "2011-01-01", "i1", 1.0), (1, "a", "2011-01-03", "i2", 1.0)])
     gaps = churn.inter_purchase_days(frame)
     assert gaps.name == "days" and gaps.tolist() == [2.0]
+
+
+def test_activity_sequences_week_edges():
+    cut = pd.Timestamp("2011-03-01")
+    frame = _frame([(1, "a", "2011-02-01 00:00:00", "i1", 2.0),   # exactly four weeks back
+                    (1, "b", "2011-02-08 00:00:00", "i2", 0.5),   # seven days later: week 1
+                    (1, "c", "2011-02-08 00:00:00", "i2", 0.5),   # same invoice, counted once
+                    (2, "a", "2011-01-31 23:59:59", "i3", 1.0),   # a second too early
+                    (2, "a", "2011-06-01 00:00:00", "i4", 1.0)])
+    seq = churn.activity_sequences(frame, cut, pd.Index([1, 2]), weeks=4)
+    assert seq.dtype == np.float32
+    assert seq[0, :, 0].tolist() == [1.0, 1.0, 0.0, 0.0]
+    np.testing.assert_allclose(seq[0, :, 1], np.log1p([2.0, 1.0, 0.0, 0.0]), rtol=1e-6)
+    assert not seq[1].any()
+    assert churn.activity_sequences(frame, cut, pd.Index([1, 2])).shape == (2, 52, 2)
+
+
+def test_return_features_by_hand():
+    frame = _frame([(1, "a", "2011-02-01", "i1", 40.0), (2, "a", "2011-02-02", "i2", 0.0),
+                    (3, "a", "2011-02-03", "i3", 10.0), (4, "a", "2011-06-01", "i4", 1.0)])
+    returns = pd.DataFrame({
+        "customer_id": [1, 1, 2, 3],
+        "invoice_date": pd.to_datetime(["2011-02-05", "2011-02-06", "2011-02-07",
+                                        "2011-03-01"]),   # user 3's is at the cutoff: later
+        "quantity": [-2, -1, -1, -5], "price": [4.0, 2.0, 3.0, 1.0]})
+    feats = churn.churn_features(frame, "2011-03-01", returns=returns)
+    assert feats["return_lines"].to_dict() == {1: 2.0, 2: 1.0, 3: 0.0}
+    # returned value |quantity| x price over the value bought; a customer who paid nothing
+    # gets a large but finite share
+    assert feats.loc[1, "return_share"] == pytest.approx((2 * 4.0 + 1 * 2.0) / 40.0)
+    assert feats.loc[3, "return_share"] == 0.0
+    assert np.isfinite(feats.loc[2, "return_share"]) and feats.loc[2, "return_share"] > 1e6
