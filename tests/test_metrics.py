@@ -226,3 +226,48 @@ def test_roc_curve_by_hand():
     for y in ([0, 0], [1, 1]):
         with pytest.raises(ValueError, match="the ROC curve needs both positive and negative"):
             metrics.roc_curve(y, [0.3, 0.6])
+
+
+def test_bootstrap_ci_resamples_every_row_reproducibly():
+    x = np.r_[100.0, np.zeros(9)]
+    est, low, high = evaluation.bootstrap_ci(np.mean, x, n_boot=10)
+    assert est == 10.0 and low < high
+    # the one large value is drawn in some resamples: the upper end is above zero
+    assert evaluation.bootstrap_ci(np.mean, x, n_boot=200)[2] > 0
+    assert evaluation.bootstrap_ci(np.mean, S, seed=7) == evaluation.bootstrap_ci(np.mean, S,
+                                                                                    seed=7)
+    assert evaluation.bootstrap_ci(np.mean, S, seed=7) != evaluation.bootstrap_ci(np.mean, S,
+                                                                                    seed=8)
+    for level in (0.0, 1.0):
+        with pytest.raises(ValueError, match="level must be in"):
+            evaluation.bootstrap_ci(np.mean, S, level=level)
+
+
+def _failing_on(calls):
+    """np.mean that raises ValueError on the given call numbers (call 0 is the estimate)."""
+    count = iter(range(10**6))
+
+    def metric(values):
+        if next(count) in calls:
+            raise ValueError("undefined")
+        return float(np.mean(values))
+
+    return metric
+
+
+def test_bootstrap_ci_needs_half_the_resamples_defined():
+    # at least n_boot // 2 resamples must be defined: 5 of 11 or of 10 are enough, 4 of 11 not
+    assert len(evaluation.bootstrap_ci(_failing_on(set(range(1, 7))), S, n_boot=11)) == 3
+    assert len(evaluation.bootstrap_ci(_failing_on(set(range(1, 6))), S, n_boot=10)) == 3
+    with pytest.raises(ValueError, match="undefined on most bootstrap resamples"):
+        evaluation.bootstrap_ci(_failing_on(set(range(1, 8))), S, n_boot=11)
+    # a resample on which the metric is undefined is skipped, the next ones still count
+    y = np.r_[1, np.zeros(9, dtype=int)]
+    est, low, high = evaluation.bootstrap_ci(metrics.roc_auc, y, np.arange(10.0), n_boot=50)
+    assert low <= est <= high
+
+
+def test_comparison_table_passes_its_settings_on():
+    table = evaluation.comparison_table(Y, {"a": S}, {"AUC": metrics.roc_auc}, n_boot=40, seed=3)
+    expected = evaluation.bootstrap_ci(metrics.roc_auc, Y, S, n_boot=40, seed=3)
+    assert tuple(table.loc["a"]) == expected
