@@ -46,6 +46,89 @@ def test_labels_by_hand():
     assert labels.to_dict() == {1: 0, 2: 1}
 
 
+# the label window's edges: cutoff 2011-03-01, horizon 30 days (to 2011-03-31), active
+# window 60 days (from 2010-12-31); one second either side of each edge
+_CUT, _END, _ACTIVE_FROM = "2011-03-01 00:00:00", "2011-03-31 00:00:00", "2010-12-31 00:00:00"
+_EDGE_ROWS = [
+    (1, "a", "2011-02-28 23:59:59", "e1", 1.0),    # a second before the cutoff, then nothing
+    (2, "a", "2011-02-10 00:00:00", "e2", 2.0),
+    (2, "b", _CUT, "e3", 30.0),                    # exactly at the cutoff
+    (3, "a", "2011-02-10 00:00:00", "e4", 4.0),
+    (3, "b", "2011-03-30 23:59:59", "e5", 50.0),   # a second before the window ends
+    (4, "a", "2011-02-10 00:00:00", "e6", 8.0),
+    (4, "b", _END, "e7", 70.0),                    # exactly at cutoff + horizon
+    (5, "a", _ACTIVE_FROM, "e8", 16.0),            # exactly at cutoff - active_days
+    (6, "a", "2010-12-30 23:59:59", "e9", 32.0),   # a second before the active window
+    (6, "b", _CUT, "e10", 90.0),
+    (7, "a", _CUT, "e11", 64.0),                   # first purchase at the cutoff
+    (9, "a", "2011-04-15 00:00:00", "e12", 1.0),   # keeps the data running past the horizon
+]
+
+
+def test_label_window_boundaries():
+    frame = _frame(_EDGE_ROWS)
+    labels = churn.churn_labels(frame, _CUT, horizon_days=30, active_days=60)
+    # active: a purchase in [cutoff - 60 days, cutoff); churned: none in [cutoff, cutoff + 30)
+    assert labels.to_dict() == {1: 1, 2: 0, 3: 0, 4: 1, 5: 1}
+    assert labels.dtype == np.int8 and labels.name == "churned"
+    assert list(churn.active_customers(frame, _CUT, active_days=60)) == [1, 2, 3, 4, 5]
+    # the future value reads the same window as the labels
+    data_set = churn.churn_dataset(frame, _CUT, 30, active_days=60, weeks=4)
+    assert data_set.future_value.to_dict() == {1: 0.0, 2: 30.0, 3: 50.0, 4: 0.0, 5: 0.0}
+    pd.testing.assert_series_equal(data_set.labels, labels)
+    # one day more or less of horizon moves exactly the customers on the edges
+    longer = churn.churn_labels(frame, _CUT, horizon_days=31, active_days=60)
+    assert longer.to_dict() == {1: 1, 2: 0, 3: 0, 4: 0, 5: 1}
+    shorter = churn.churn_labels(frame, _CUT, horizon_days=29, active_days=60)
+    assert shorter.to_dict() == {1: 1, 2: 0, 3: 1, 4: 1, 5: 1}
+    # a second later, the purchases at the cutoff are history (6 and 7 become active, 2 no
+    # longer returns), user 5's first purchase falls out of the active window, and 4's
+    # purchase at the old window's end falls inside the new one
+    later = pd.Timestamp(_CUT) + pd.Timedelta(seconds=1)
+    moved = churn.churn_labels(frame, later, horizon_days=30, active_days=60)
+    assert moved.to_dict() == {1: 1, 2: 1, 3: 0, 4: 0, 6: 1, 7: 1}
+
+
+def test_features_stop_a_second_before_the_cutoff():
+    frame = _frame(_EDGE_ROWS)
+    feats = churn.churn_features(frame, _CUT, active_days=60)
+    assert list(feats.index) == [1, 2, 3, 4, 5]
+    # the purchases at the cutoff (users 2, 6, 7) are not in any feature
+    assert feats["frequency"].to_dict() == {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0}
+    assert feats["monetary"].to_dict() == {1: 1.0, 2: 2.0, 3: 4.0, 4: 8.0, 5: 16.0}
+    assert feats.loc[1, "recency_days"] == pytest.approx(1 / 86400)
+    assert feats.loc[5, "recency_days"] == pytest.approx(60.0)
+    assert feats.loc[5, "tenure_days"] == pytest.approx(60.0)
+    assert feats.loc[2, "days_per_invoice"] == pytest.approx(19.0)
+    assert feats.loc[2, "overdue"] == pytest.approx(1.0)
+    assert feats.loc[2, "basket_value"] == pytest.approx(2.0)
+    assert feats["history_days"].tolist() == [pytest.approx(60 + 1 / 86400)] * 5
+    # the last 90 days hold every purchase but user 5's, made exactly 60 days back
+    assert feats["invoices_90d"].to_dict() == {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0}
+    assert feats["spend_90d"].to_dict() == {1: 1.0, 2: 2.0, 3: 4.0, 4: 8.0, 5: 16.0}
+    # weekly sequences: the purchase a second before the cutoff is in the last week
+    seq = churn.activity_sequences(frame, _CUT, feats.index, weeks=4)
+    assert seq.shape == (5, 4, 2)
+    assert seq[0, :, 0].tolist() == [0.0, 0.0, 0.0, 1.0]
+    assert seq[0, 3, 1] == pytest.approx(np.log1p(1.0))
+    # user 2 bought on 2011-02-10, 19 days before the cutoff: week 2 of the 4 (from 02-01)
+    assert seq[1, :, 0].tolist() == [0.0, 1.0, 0.0, 0.0]
+    # user 5's purchase, 60 days back, is older than the 4 weeks
+    assert not seq[4].any()
+
+
+def test_horizon_may_end_on_the_last_day_of_data():
+    frame = _frame(_EDGE_ROWS)
+    # the data end on 2011-04-15: a window [cutoff, 2011-04-16) fits, one more day does not
+    assert len(churn.churn_labels(frame, _CUT, horizon_days=46, active_days=60)) == 5
+    with pytest.raises(ValueError, match="horizon_days=47 is too long.*leaving 46 days"):
+        churn.churn_labels(frame, _CUT, horizon_days=47, active_days=60)
+    # a cutoff at the first purchase leaves no history; at the last one, it is allowed
+    with pytest.raises(ValueError, match="outside the data"):
+        churn.active_customers(frame, "2010-12-30 23:59:59")
+    assert list(churn.active_customers(frame, "2011-04-15", active_days=60)) == [1, 2, 3, 4, 6, 7]
+
+
 def test_features_ignore_the_future(long_shop, cutoffs):
     inter, returns, _ = long_shop
     cut = cutoffs[0]
@@ -318,3 +401,116 @@ def test_pooling_cost_times_each_pooling_on_the_same_rows(datasets):
         churn.pooling_cost(train, pool=4)
     with pytest.raises(ValueError, match="pools is empty"):
         churn.pooling_cost(train, ())
+
+
+def test_stacked_dataset_passes_every_setting_on():
+    frame = _frame(_EDGE_ROWS)
+    returns = pd.DataFrame({"customer_id": [2, 3], "quantity": [-1, -2], "price": [5.0, 1.0],
+                            "invoice_date": pd.to_datetime(["2011-02-20", "2011-03-05"])})
+    cuts = [pd.Timestamp(_CUT), pd.Timestamp("2011-03-10")]
+    # the second label window ends exactly at the test cutoff: allowed
+    stacked = churn.stacked_churn_dataset(frame, cuts, 30, test_cutoff="2011-04-09",
+                                          active_days=60, weeks=4, returns=returns)
+    assert stacked.horizon_days == 30 and stacked.sequences.shape[1] == 4
+    assert "return_share" in stacked.features.columns
+    for cut in cuts:
+        one = churn.churn_dataset(frame, cut, 30, active_days=60, weeks=4, returns=returns)
+        rows = stacked.select(stacked.row_cutoffs == np.datetime64(cut))
+        assert np.array_equal(rows.labels.to_numpy(), one.labels.to_numpy())
+        assert np.array_equal(rows.customers, one.labels.index.to_numpy())
+        assert np.array_equal(rows.features.to_numpy(), one.features.to_numpy())
+        assert np.array_equal(rows.sequences, one.sequences)
+        assert np.array_equal(rows.future_value.to_numpy(), one.future_value.to_numpy())
+    # user 2's return (5.0 of 32.0 bought before the second cutoff) counts from then on
+    second = stacked.features.xs(cuts[1], level="cutoff")
+    assert second.loc[2, "return_share"] == pytest.approx(5.0 / 32.0)
+    assert stacked.features.xs(cuts[0], level="cutoff").loc[3, "return_lines"] == 0.0
+    with pytest.raises(ValueError, match="cutoff 2011-03-10 \\+ 30 days runs past"):
+        churn.stacked_churn_dataset(frame, cuts, 30, test_cutoff="2011-04-08")
+
+
+def test_stacked_dataset_defaults_match_a_single_cutoff():
+    # user 1 bought 365.5 days before the cutoff: outside the default year of activity
+    frame = _frame([(1, "a", "2010-02-28 12:00:00", "i1", 1.0),
+                    (2, "a", "2011-02-01 00:00:00", "i2", 1.0),
+                    (3, "a", "2011-06-01 00:00:00", "i3", 1.0)])
+    cut = pd.Timestamp("2011-03-01")
+    stacked = churn.stacked_churn_dataset(frame, [cut])
+    single = churn.churn_dataset(frame, cut)
+    assert stacked.customers.tolist() == single.labels.index.tolist() == [2]
+    assert stacked.sequences.shape == single.sequences.shape == (1, 52, 2)
+    assert stacked.horizon_days == single.horizon_days == 90
+
+
+def test_training_cutoffs_edges():
+    # a year back from 2012-03-01 is 2011-03-02 (a leap year): the first month start after it
+    assert churn.training_cutoffs("2012-03-01", 90)[0] == pd.Timestamp("2011-04-01")
+    # a span as long as the horizon leaves the single date test - horizon
+    assert churn.training_cutoffs("2011-09-01", 31, span_days=31) == [pd.Timestamp("2011-08-01")]
+    with pytest.raises(ValueError, match="no 'MS' date lies between test_cutoff - 12 days"):
+        churn.training_cutoffs("2011-09-15", 10, span_days=12)
+
+
+def test_select_by_positions_and_mask(datasets):
+    first = datasets[0]
+    part = first.select(np.array([2, 0]))
+    assert part.customers.tolist() == first.customers[[2, 0]].tolist()
+    pd.testing.assert_frame_equal(part.features, first.features.iloc[[2, 0]])
+    pd.testing.assert_series_equal(part.future_value, first.future_value.iloc[[2, 0]])
+    assert np.array_equal(part.sequences, first.sequences[[2, 0]])
+    assert part.cutoff == first.cutoff and part.horizon_days == first.horizon_days
+    mask = np.zeros(len(first), dtype=bool)
+    mask[[0, 2]] = True
+    assert first.select(mask).customers.tolist() == first.customers[[0, 2]].tolist()
+    with pytest.raises(ValueError, match=f"a boolean mask must have {len(first)} entries"):
+        first.select(mask[:-1])
+
+
+def test_pool_sequences_shapes_and_types():
+    seq = np.zeros((2, 8, 2))                      # float64 in: float32 out, pooled or not
+    seq[1, :, 0] = np.arange(8)
+    assert churn.pool_sequences(seq, 1).dtype == np.float32
+    pooled = churn.pool_sequences(seq, 2)
+    assert pooled.dtype == np.float32 and pooled.shape == (2, 4, 2)
+    assert pooled[1, :, 0].tolist() == [1.0, 5.0, 9.0, 13.0]
+    for bad in (np.zeros((2, 8)), np.zeros((2, 8, 3))):
+        with pytest.raises(ValueError, match=r"sequences must have shape \(customers, weeks, 2\)"):
+            churn.pool_sequences(bad, 2)
+
+
+def test_inter_purchase_days_is_named():
+    frame = _frame([(1, "a", "2011-01-01", "i1", 1.0), (1, "a", "2011-01-03", "i2", 1.0)])
+    gaps = churn.inter_purchase_days(frame)
+    assert gaps.name == "days" and gaps.tolist() == [2.0]
+
+
+def test_activity_sequences_week_edges():
+    cut = pd.Timestamp("2011-03-01")
+    frame = _frame([(1, "a", "2011-02-01 00:00:00", "i1", 2.0),   # exactly four weeks back
+                    (1, "b", "2011-02-08 00:00:00", "i2", 0.5),   # seven days later: week 1
+                    (1, "c", "2011-02-08 00:00:00", "i2", 0.5),   # same invoice, counted once
+                    (2, "a", "2011-01-31 23:59:59", "i3", 1.0),   # a second too early
+                    (2, "a", "2011-06-01 00:00:00", "i4", 1.0)])
+    seq = churn.activity_sequences(frame, cut, pd.Index([1, 2]), weeks=4)
+    assert seq.dtype == np.float32
+    assert seq[0, :, 0].tolist() == [1.0, 1.0, 0.0, 0.0]
+    np.testing.assert_allclose(seq[0, :, 1], np.log1p([2.0, 1.0, 0.0, 0.0]), rtol=1e-6)
+    assert not seq[1].any()
+    assert churn.activity_sequences(frame, cut, pd.Index([1, 2])).shape == (2, 52, 2)
+
+
+def test_return_features_by_hand():
+    frame = _frame([(1, "a", "2011-02-01", "i1", 40.0), (2, "a", "2011-02-02", "i2", 0.0),
+                    (3, "a", "2011-02-03", "i3", 10.0), (4, "a", "2011-06-01", "i4", 1.0)])
+    returns = pd.DataFrame({
+        "customer_id": [1, 1, 2, 3],
+        "invoice_date": pd.to_datetime(["2011-02-05", "2011-02-06", "2011-02-07",
+                                        "2011-03-01"]),   # user 3's is at the cutoff: later
+        "quantity": [-2, -1, -1, -5], "price": [4.0, 2.0, 3.0, 1.0]})
+    feats = churn.churn_features(frame, "2011-03-01", returns=returns)
+    assert feats["return_lines"].to_dict() == {1: 2.0, 2: 1.0, 3: 0.0}
+    # returned value |quantity| x price over the value bought; a customer who paid nothing
+    # gets a large but finite share
+    assert feats.loc[1, "return_share"] == pytest.approx((2 * 4.0 + 1 * 2.0) / 40.0)
+    assert feats.loc[3, "return_share"] == 0.0
+    assert np.isfinite(feats.loc[2, "return_share"]) and feats.loc[2, "return_share"] > 1e6

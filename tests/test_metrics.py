@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
@@ -147,3 +148,129 @@ def test_expanding_window_folds_never_train_on_the_future():
         evaluation.expanding_window_folds(months, ["Feb"])
     with pytest.raises(ValueError, match="more than 5 periods"):
         evaluation.expanding_window_folds(months, order, min_train_periods=5)
+
+
+def test_log_loss_clips_certain_predictions():
+    # probabilities of exactly 0 and 1 are clipped to [eps, 1 - eps]: the loss stays finite
+    right = metrics.log_loss([0, 1], [0.0, 1.0])
+    assert 0 < right < 1e-14
+    wrong = metrics.log_loss([1, 0], [0.0, 1.0])
+    assert wrong == pytest.approx(-np.log(1e-15), rel=0.01)
+    for bad in ([0.2, 1.5], [-0.1, 0.5]):
+        with pytest.raises(ValueError, match="y_prob must be probabilities"):
+            metrics.log_loss([0, 1], bad)
+
+
+def test_classification_report_by_hand():
+    y, s = [1, 0, 1, 0], [0.5, 0.2, 0.7, 0.6]
+    report = metrics.classification_report(y, s)
+    # a score equal to the threshold 0.5 counts as positive: predictions 1, 0, 1, 1
+    assert report["accuracy"] == 0.75 and report["precision"] == pytest.approx(2 / 3)
+    assert report["recall"] == 1.0 and report["F1"] == pytest.approx(0.8)
+    # positives 0.5 and 0.7 against negatives 0.2 and 0.6: three pairs of four in order
+    assert report["ROC-AUC"] == 0.75
+    assert report["PR-AUC"] == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    high = metrics.classification_report(y, s, threshold=0.65)
+    assert high["recall"] == 0.5 and high["precision"] == 1.0
+
+
+def test_regression_metrics_by_hand():
+    assert metrics.rmse([3.0], [1.0]) == 2.0
+    assert metrics.rmse([1, 2, 3], [1, 2, 5]) == pytest.approx(np.sqrt(4 / 3))
+    assert metrics.r2([1, 2, 3], [1, 2, 4]) == pytest.approx(0.5)
+    for t, p in (([], []), ([1.0, np.nan], [1.0, 2.0]), ([1.0, 2.0], [1.0, np.inf])):
+        with pytest.raises(ValueError, match="y_true and y_pred must be non-empty and finite"):
+            metrics.rmse(t, p)
+    with pytest.raises(ValueError, match=r"y_true has shape \(2,\) but y_pred has shape"):
+        metrics.r2([1.0, 2.0], [1.0])
+
+
+def test_expanding_window_folds_default_order_and_absent_periods():
+    periods = np.array([3, 1, 2, 4, 1, 5])
+    # by default the periods are sorted and the first three train: 4, then 5, are tested
+    expected = [([0, 1, 2, 4], [3]), ([0, 1, 2, 3, 4], [5])]
+    folds = evaluation.expanding_window_folds(periods)
+    assert [(train.tolist(), test.tolist()) for train, test in folds] == expected
+    # a period that the order names but the data lack gives no (empty) fold
+    folds = evaluation.expanding_window_folds(periods, [1, 2, 3, 7, 4, 5])
+    assert [(train.tolist(), test.tolist()) for train, test in folds] == expected
+    with pytest.raises(ValueError, match="min_train_periods must be >= 1"):
+        evaluation.expanding_window_folds(periods, min_train_periods=0)
+
+
+def test_paired_bootstrap_is_the_bootstrap_of_the_difference():
+    a, b = S, -S + np.random.default_rng(5).normal(size=S.size)
+
+    def difference(t, x, z):
+        return metrics.roc_auc(t, x) - metrics.roc_auc(t, z)
+
+    paired = evaluation.paired_bootstrap(metrics.roc_auc, Y, a, b, n_boot=60, level=0.8, seed=3)
+    expected = evaluation.bootstrap_ci(difference, Y, a, b, n_boot=60, level=0.8, seed=3)
+    assert paired == expected
+    assert paired[0] == pytest.approx(metrics.roc_auc(Y, a) - metrics.roc_auc(Y, b))
+
+
+def test_format_ci_collapses_only_interval_columns():
+    table = pd.DataFrame({"AUC": [0.81234], "AUC low": [0.8], "AUC high": [0.83],
+                          "Brier": [0.1], "Brier low": [0.09], "Brier high": [0.11],
+                          "users": [40]}, index=["model"])
+    text = evaluation.format_ci(table, digits=2)
+    assert list(text.columns) == ["AUC", "Brier", "users"]
+    assert text.loc["model"].tolist() == ["0.81 [0.80, 0.83]", "0.10 [0.09, 0.11]", 40]
+
+
+def test_roc_curve_by_hand():
+    fpr, tpr, thresholds = metrics.roc_curve([0, 1], [0.3, 0.6])
+    assert fpr.tolist() == [0.0, 0.0, 1.0] and tpr.tolist() == [0.0, 1.0, 1.0]
+    assert thresholds.tolist() == [np.inf, 0.6, 0.3]
+    for y in ([0, 0], [1, 1]):
+        with pytest.raises(ValueError, match="the ROC curve needs both positive and negative"):
+            metrics.roc_curve(y, [0.3, 0.6])
+    # one positive is enough for the precision-recall curve and its area
+    assert metrics.average_precision([0, 1, 0], [0.1, 0.9, 0.5]) == 1.0
+    assert metrics.average_precision([1, 0, 0], [0.1, 0.9, 0.5]) == pytest.approx(1 / 3)
+
+
+def test_bootstrap_ci_resamples_every_row_reproducibly():
+    x = np.r_[100.0, np.zeros(9)]
+    est, low, high = evaluation.bootstrap_ci(np.mean, x, n_boot=10)
+    assert est == 10.0 and low < high
+    # the one large value is drawn in some resamples: the upper end is above zero
+    assert evaluation.bootstrap_ci(np.mean, x, n_boot=200)[2] > 0
+    assert evaluation.bootstrap_ci(np.mean, S, seed=7) == evaluation.bootstrap_ci(np.mean, S,
+                                                                                    seed=7)
+    assert evaluation.bootstrap_ci(np.mean, S, seed=7) != evaluation.bootstrap_ci(np.mean, S,
+                                                                                    seed=8)
+    for level in (0.0, 1.0):
+        with pytest.raises(ValueError, match="level must be in"):
+            evaluation.bootstrap_ci(np.mean, S, level=level)
+
+
+def _failing_on(calls):
+    """np.mean that raises ValueError on the given call numbers (call 0 is the estimate)."""
+    count = iter(range(10**6))
+
+    def metric(values):
+        if next(count) in calls:
+            raise ValueError("undefined")
+        return float(np.mean(values))
+
+    return metric
+
+
+def test_bootstrap_ci_needs_half_the_resamples_defined():
+    # at least n_boot // 2 resamples must be defined: 5 of 11 or of 10 are enough, 4 of 11 not
+    assert len(evaluation.bootstrap_ci(_failing_on(set(range(1, 7))), S, n_boot=11)) == 3
+    assert len(evaluation.bootstrap_ci(_failing_on(set(range(1, 6))), S, n_boot=10)) == 3
+    with pytest.raises(ValueError, match="undefined on most bootstrap resamples"):
+        evaluation.bootstrap_ci(_failing_on(set(range(1, 8))), S, n_boot=11)
+    # a resample on which the metric is undefined is skipped, the next ones still count
+    y = np.r_[1, np.zeros(9, dtype=int)]
+    est, low, high = evaluation.bootstrap_ci(metrics.roc_auc, y, np.arange(10.0), n_boot=50)
+    assert low <= est <= high
+
+
+def test_comparison_table_passes_its_settings_on():
+    table = evaluation.comparison_table(Y, {"a": S}, {"AUC": metrics.roc_auc}, n_boot=40, seed=3)
+    expected = evaluation.bootstrap_ci(metrics.roc_auc, Y, S, n_boot=40, seed=3)
+    assert tuple(table.loc["a"]) == expected

@@ -250,6 +250,92 @@ def test_leave_last_basket_out_is_leak_free_per_user(interactions):
     assert len(split.train) + len(split.validation) + len(split.test) == len(interactions)
 
 
+def _events(rows):
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    return frame
+
+
+def test_split_by_time_edges_by_hand():
+    frame = _events([(1, "a", "2011-01-01 00:00:00"), (1, "b", "2011-02-28 23:59:59"),
+                     (2, "a", "2011-03-01 00:00:00"),    # exactly the validation start
+                     (2, "b", "2011-03-30 23:59:59"),
+                     (3, "a", "2011-03-31 00:00:00"),    # exactly the test start
+                     (3, "b", "2011-04-09 23:59:59"),
+                     (4, "a", "2011-04-10 00:00:00"),    # exactly the test end
+                     (4, "b", "2011-05-01 00:00:00")])
+    split = preprocessing.split_by_time(frame, "2011-03-31", validation_days=30, test_days=10)
+    parts = [split.train, split.validation, split.test]
+    assert [p["user_id"].tolist() for p in parts] == [[1, 1], [2, 2], [3, 3]]
+    assert all(p.index.tolist() == [0, 1] for p in parts)
+    assert all(p.columns.tolist() == ["user_id", "item_id", "timestamp"] for p in parts)
+    assert split.description == ("global time split: test from 2011-03-31, validation from "
+                                 "2011-03-01, test until 2011-04-10")
+    to_end = preprocessing.split_by_time(frame, "2011-03-31")
+    assert to_end.train["user_id"].tolist() == [1, 1, 2, 2]
+    assert to_end.validation.empty and to_end.test["user_id"].tolist() == [3, 3, 4, 4]
+    assert to_end.description == "global time split: test from 2011-03-31"
+    preprocessing.check_no_future_leakage(split)
+    preprocessing.check_no_future_leakage(to_end)
+    # the last moment is a valid test start; a validation window back to the first is not
+    last = preprocessing.split_by_time(frame, "2011-05-01")
+    assert last.test["item_id"].tolist() == ["b"] and len(last.train) == 7
+    with pytest.raises(ValueError, match="before the first interaction"):
+        preprocessing.split_by_time(frame, "2011-03-31", validation_days=89)
+    assert len(preprocessing.split_by_time(frame, "2011-03-31", validation_days=88).train) == 1
+    with pytest.raises(ValueError, match="outside the data"):
+        preprocessing.split_by_time(frame, "2011-01-01")
+
+
+def test_leave_last_basket_out_by_hand():
+    frame = _events([(1, "a", "2011-01-01"), (1, "b", "2011-01-05"), (1, "c", "2011-01-09"),
+                     (1, "d", "2011-01-09"),             # a basket of two lines
+                     (2, "a", "2011-01-02"), (2, "b", "2011-01-03"),
+                     (3, "a", "2011-01-04")])
+    split = preprocessing.leave_last_basket_out(frame)
+    assert split.test[["user_id", "item_id"]].values.tolist() == [[1, "c"], [1, "d"], [2, "b"]]
+    assert split.validation.empty and split.train["item_id"].tolist() == ["a", "b", "a", "a"]
+    assert split.description == "leave-last-basket-out per user"
+    # with a validation basket a user needs three baskets: user 2 stays in train
+    split = preprocessing.leave_last_basket_out(frame, validation=True)
+    assert split.test[["user_id", "item_id"]].values.tolist() == [[1, "c"], [1, "d"]]
+    assert split.validation[["user_id", "item_id"]].values.tolist() == [[1, "b"]]
+    assert split.train[["user_id", "item_id"]].values.tolist() == [[1, "a"], [2, "a"],
+                                                                     [2, "b"], [3, "a"]]
+    assert split.test.index.tolist() == [0, 1] and split.validation.index.tolist() == [0]
+    for part in (split.train, split.validation, split.test):
+        assert part.columns.tolist() == ["user_id", "item_id", "timestamp"]
+    assert split.description.endswith("with the previous basket for validation")
+    preprocessing.check_no_future_leakage(split, per_user=True)
+
+
+def test_leakage_check_by_hand():
+    train = _events([(1, "a", "2011-01-01"), (2, "a", "2011-01-05")])
+    later = _events([(1, "b", "2011-01-03"), (2, "b", "2011-01-06")])
+    same = preprocessing.Split(train, later.iloc[:0], later, "")
+    # globally, user 2's training day comes after user 1's test day
+    with pytest.raises(ValueError, match="a part ends at 2011-01-05 00:00:00 but the next "
+                                         "starts at 2011-01-03"):
+        preprocessing.check_no_future_leakage(same)
+    preprocessing.check_no_future_leakage(same, per_user=True)
+    # a shared instant is a leak too, globally and per user, in validation as in test
+    tie = _events([(1, "b", "2011-01-05")])
+    with pytest.raises(ValueError, match="leakage"):
+        preprocessing.check_no_future_leakage(preprocessing.Split(train, tie, tie.iloc[:0], ""))
+    with pytest.raises(ValueError, match=r"leakage: 1 user\(s\) .* e\.g\. user 2"):
+        preprocessing.check_no_future_leakage(
+            preprocessing.Split(train, later.iloc[:0], _events([(2, "b", "2011-01-05")]), ""),
+            per_user=True)
+    with pytest.raises(ValueError, match="leakage"):
+        preprocessing.check_no_future_leakage(
+            preprocessing.Split(train, _events([(2, "b", "2011-01-09")]),
+                                _events([(1, "b", "2011-01-07")]), ""))
+    with pytest.raises(ValueError, match="leakage: 1 user"):
+        preprocessing.check_no_future_leakage(
+            preprocessing.Split(train, _events([(1, "b", "2011-01-01")]), later.iloc[:0], ""),
+            per_user=True)
+
+
 def test_leakage_check_catches_leaks(interactions):
     split = preprocessing.split_by_time(interactions, "2011-09-01")
     leaky = preprocessing.Split(pd.concat([split.train, split.test.head(5)]),
@@ -325,3 +411,28 @@ def test_product_descriptions_and_countries():
         preprocessing.product_descriptions(clean.drop(columns="description"))
     with pytest.raises(ValueError, match="'country'"):
         preprocessing.customer_countries(clean.drop(columns="country"))
+
+
+def test_stratified_split_sizes_balance_and_seed():
+    X = pd.DataFrame({"row": np.arange(200)})
+    y = np.r_[np.ones(50, dtype=int), np.zeros(150, dtype=int)]
+    parts = preprocessing.stratified_split(X, y, sizes=(0.5, 0.3, 0.2), seed=1)
+    assert list(parts) == ["train", "validation", "test"]
+    assert [len(p[0]) for p in parts.values()] == [100, 60, 40]
+    for X_part, y_part in parts.values():
+        # a quarter positive in every part, and every row keeps its own label
+        assert y_part.mean() == 0.25
+        assert np.array_equal(y[X_part["row"].to_numpy()], y_part)
+    rows = np.concatenate([p[0]["row"].to_numpy() for p in parts.values()])
+    assert sorted(rows) == list(range(200))
+    # the seed fixes the split, and another seed changes it
+    again = preprocessing.stratified_split(X, y, sizes=(0.5, 0.3, 0.2), seed=1)
+    assert again["validation"][0].equals(parts["validation"][0])
+    other = preprocessing.stratified_split(X, y, sizes=(0.5, 0.3, 0.2), seed=2)
+    assert not other["validation"][0].equals(parts["validation"][0])
+    assert [len(p[0]) for p in preprocessing.stratified_split(X, y).values()] == [120, 40, 40]
+    for sizes in ((0.5, 0.5, 0.0), (0.6, 0.4), (0.5, 0.3, 0.3)):
+        with pytest.raises(ValueError, match="three positive shares summing to 1"):
+            preprocessing.stratified_split(X, y, sizes=sizes)
+    with pytest.raises(ValueError, match="X has 200 rows but y has 199"):
+        preprocessing.stratified_split(X, y[:-1])

@@ -125,3 +125,53 @@ def test_plot_model_comparison(task):
     axes = plotting.plot_model_comparison({"a": summary, "b": summary})
     assert len(axes) == 2 and len(axes[0].patches) == 2
     plt.close(axes[0].figure)
+
+
+def test_summarise_intervals_and_attributes():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.random((200, 5)), columns=list(ranking.METRICS))
+    frame.attrs.update(coverage=0.25, novelty=7.5)
+    summary = ranking.summarise({"all": frame}, n_boot=300, seed=4)
+    row = summary.loc["all"]
+    for metric in ranking.METRICS:
+        assert row[metric] == pytest.approx(frame[metric].mean())
+        assert row[f"{metric} low"] < row[metric] < row[f"{metric} high"]
+        # a 95% interval of the mean of 200 users: about 2 x 1.96 standard errors wide
+        width = 2 * 1.96 * frame[metric].std() / np.sqrt(len(frame))
+        assert row[f"{metric} high"] - row[f"{metric} low"] == pytest.approx(width, rel=0.25)
+    assert (row["coverage"], row["novelty"], row["users"]) == (0.25, 7.5, 200)
+    pd.testing.assert_frame_equal(summary, ranking.summarise({"all": frame}, n_boot=300, seed=4))
+    assert not summary.equals(ranking.summarise({"all": frame}, n_boot=300, seed=5))
+    bare = ranking.summarise({"all": pd.DataFrame(frame.to_numpy(), columns=frame.columns)},
+                             n_boot=20)
+    assert np.isnan(bare.loc["all", "coverage"]) and np.isnan(bare.loc["all", "novelty"])
+
+
+def test_results_table_defaults(task):
+    summary = ranking.summarise(ranking.evaluate(_Fixed(), task, k=2), n_boot=20)
+    table = ranking.results_table({"fixed": summary})
+    # NDCG by default, four digits: user 1's new item comes second
+    ndcg = 1 / np.log2(3)
+    assert table.loc["fixed", "new"] == f"{ndcg:.4f} [{ndcg:.4f}, {ndcg:.4f}]"
+
+
+class _Listed:
+    """A stand-in recommender that ranks twelve items, every user's window item 11th."""
+
+    def fit(self, train):
+        return self
+
+    def recommend(self, users, k=10, exclude_seen=True):
+        items = [f"x{j}" for j in range(10)] + ["d", "c"]
+        return np.array([items[:k] for _ in users])
+
+
+def test_grid_search_ranks_at_ten_by_default(task):
+    results = ranking.grid_search(lambda n: _Listed(), {"n": [1, 2]}, task, metric="HitRate")
+    assert results[["all", "new"]].to_numpy().tolist() == [[0.0, 0.0], [0.0, 0.0]]
+    at_11 = ranking.grid_search(lambda n: _Listed(), {"n": [1]}, task, k=11, metric="HitRate",
+                                tasks=("new",))
+    assert list(at_11.columns) == ["n", "new"] and at_11.loc[0, "new"] == 1.0
+    # parameters that are not numbers come back as they are
+    named = pd.DataFrame({"name": ["first", "second"], "all": [0.1, 0.2]})
+    assert ranking.best_params(named, "all") == {"name": "second"}

@@ -122,6 +122,25 @@ def test_metrics_by_hand():
     assert sim.gap_bin(np.array([1, 4, 5, 52, 53, 200])).tolist() == [0, 3, 4, 9, 10, 10]
 
 
+def test_churn_rate_windows():
+    # cutoff week 57 of 70: at risk if active in weeks 5-56, churned if inactive in 57-69
+    active = np.zeros((5, 70), dtype=bool)
+    active[0, 4] = True                  # 53 weeks back: outside the 52-week lookback
+    active[1, 5] = True                  # exactly 52 weeks back: at risk, then gone
+    active[2, [56, 69]] = True           # back in the last week of the horizon
+    active[3, [56, 57]] = True           # back in the cutoff week itself
+    active[4, 57] = True                 # first seen at the cutoff: not at risk
+    rate, n = sim.churn_rate(active, 57)
+    assert n == 3 and rate == pytest.approx(1 / 3)
+    assert sim.churn_rate(active, 57, horizon=12) == (pytest.approx(2 / 3), 3)
+    assert sim.churn_rate(active, 57, lookback=53) == (pytest.approx(2 / 4), 4)
+    # the horizon must fit in the weeks given, the lookback before the cutoff
+    with pytest.raises(ValueError, match="cutoff=58 needs 52 weeks before it and 13 after"):
+        sim.churn_rate(active, 58)
+    with pytest.raises(ValueError, match="cutoff=51 needs 52 weeks before it"):
+        sim.churn_rate(active, 51)
+
+
 def test_calibration_table_flags_misses():
     real = {"churn": 0.5, "gaps": pd.Series([0.6, 0.4], index=["1", "2+"])}
     simulated = [{"churn": c, "gaps": pd.Series([0.6, g], index=["1", "2+"])}
