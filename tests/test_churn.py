@@ -76,6 +76,7 @@ def test_label_window_boundaries():
     data_set = churn.churn_dataset(frame, _CUT, 30, active_days=60, weeks=4)
     assert data_set.future_value.to_dict() == {1: 0.0, 2: 30.0, 3: 50.0, 4: 0.0, 5: 0.0}
     pd.testing.assert_series_equal(data_set.labels, labels)
+    assert data_set.horizon_days == 30 and data_set.future_value.name == "future_value"
     # one day more or less of horizon moves exactly the customers on the edges
     longer = churn.churn_labels(frame, _CUT, horizon_days=31, active_days=60)
     assert longer.to_dict() == {1: 1, 2: 0, 3: 0, 4: 0, 5: 1}
@@ -429,17 +430,43 @@ def test_stacked_dataset_passes_every_setting_on():
         churn.stacked_churn_dataset(frame, cuts, 30, test_cutoff="2011-04-08")
 
 
-def test_stacked_dataset_defaults_match_a_single_cutoff():
-    # user 1 bought 365.5 days before the cutoff: outside the default year of activity
+def test_defaults_a_year_of_activity_and_ninety_days():
+    # user 1 bought 365.5 days before the cutoff: outside the default year of activity;
+    # user 2 exactly 90 days and 90 days and a second before it; user 4 only long before
     frame = _frame([(1, "a", "2010-02-28 12:00:00", "i1", 1.0),
                     (2, "a", "2011-02-01 00:00:00", "i2", 1.0),
+                    (2, "a", "2010-12-01 00:00:00", "i5", 2.0),
+                    (2, "a", "2010-11-30 23:59:59", "i6", 4.0),
+                    (4, "a", "2010-06-01 00:00:00", "i7", 8.0),
                     (3, "a", "2011-06-01 00:00:00", "i3", 1.0)])
     cut = pd.Timestamp("2011-03-01")
+    assert list(churn.active_customers(frame, cut)) == [2, 4]
+    assert list(churn.churn_labels(frame, cut).index) == [2, 4]
+    feats = churn.churn_features(frame, cut)
+    assert feats["invoices_90d"].to_dict() == {2: 2.0, 4: 0.0}
+    assert feats["spend_90d"].to_dict() == {2: 3.0, 4: 0.0}
     stacked = churn.stacked_churn_dataset(frame, [cut])
     single = churn.churn_dataset(frame, cut)
-    assert stacked.customers.tolist() == single.labels.index.tolist() == [2]
-    assert stacked.sequences.shape == single.sequences.shape == (1, 52, 2)
+    assert stacked.customers.tolist() == single.labels.index.tolist() == [2, 4]
+    assert stacked.sequences.shape == single.sequences.shape == (2, 52, 2)
     assert stacked.horizon_days == single.horizon_days == 90
+    assert single.future_value.name == "future_value"
+
+
+def test_stack_churn_data_rejects_mismatches():
+    frame = _frame(_EDGE_ROWS)
+    first = churn.churn_dataset(frame, _CUT, 30, active_days=60, weeks=4)
+    later = churn.churn_dataset(frame, "2011-03-10", 31, active_days=60, weeks=4)
+    with pytest.raises(ValueError, match=r"different horizons: \[30, 31\]"):
+        churn.stack_churn_data([first, later])
+    returns = pd.DataFrame({"customer_id": [2], "quantity": [-1], "price": [5.0],
+                            "invoice_date": pd.to_datetime(["2011-02-20"])})
+    other = churn.churn_dataset(frame, "2011-03-10", 30, active_days=60, weeks=4,
+                                returns=returns)
+    with pytest.raises(ValueError, match="the data sets have different feature columns"):
+        churn.stack_churn_data([first, other])
+    with pytest.raises(TypeError, match="stack_churn_data expects ChurnData, got str"):
+        churn.stack_churn_data([first, "later"])
 
 
 def test_training_cutoffs_edges():

@@ -226,6 +226,7 @@ def test_roc_curve_by_hand():
     for y in ([0, 0], [1, 1]):
         with pytest.raises(ValueError, match="the ROC curve needs both positive and negative"):
             metrics.roc_curve(y, [0.3, 0.6])
+    assert metrics.roc_auc([0, 1, 0], [0.1, 0.9, 0.5]) == 1.0
     # one positive is enough for the precision-recall curve and its area
     assert metrics.average_precision([0, 1, 0], [0.1, 0.9, 0.5]) == 1.0
     assert metrics.average_precision([1, 0, 0], [0.1, 0.9, 0.5]) == pytest.approx(1 / 3)

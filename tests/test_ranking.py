@@ -175,3 +175,25 @@ def test_grid_search_ranks_at_ten_by_default(task):
     # parameters that are not numbers come back as they are
     named = pd.DataFrame({"name": ["first", "second"], "all": [0.1, 0.2]})
     assert ranking.best_params(named, "all") == {"name": "second"}
+
+
+def test_from_time_split_trains_on_everything_before_the_window():
+    from companion import preprocessing
+
+    frame = _frame([(1, "a", "2011-01-01"), (2, "b", "2011-01-02"), (1, "c", "2011-02-01"),
+                    (2, "a", "2011-02-02"), (1, "d", "2011-03-01"), (2, "b", "2011-03-02")])
+    split = preprocessing.split_by_time(frame, "2011-03-01", validation_days=28)
+    validation = ranking.RankingTask.from_time_split(split, "validation")
+    assert validation.train["item_id"].tolist() == ["a", "b"]
+    assert validation.truth["all"].to_dict() == {1: {"c"}, 2: {"a"}}
+    assert validation.truth["new"].to_dict() == {1: {"c"}, 2: {"a"}}
+    assert validation.description == (f"{split.description}; evaluated on the validation "
+                                      "window")
+    test = ranking.RankingTask.from_time_split(split)
+    assert test.train["item_id"].tolist() == ["a", "b", "c", "a"]
+    assert test.train.index.tolist() == [0, 1, 2, 3]
+    assert test.truth["all"].to_dict() == {1: {"d"}, 2: {"b"}}
+    assert test.truth["new"].to_dict() == {1: {"d"}}
+    assert test.description == f"{split.description}; evaluated on test"
+    with pytest.raises(ValueError, match="part must be one of"):
+        ranking.RankingTask.from_time_split(split, "train")
