@@ -275,3 +275,15 @@ def test_comparison_table_passes_its_settings_on():
     table = evaluation.comparison_table(Y, {"a": S}, {"AUC": metrics.roc_auc}, n_boot=40, seed=3)
     expected = evaluation.bootstrap_ci(metrics.roc_auc, Y, S, n_boot=40, seed=3)
     assert tuple(table.loc["a"]) == expected
+
+
+@pytest.mark.parametrize("level", [0.5, 0.95])
+def test_bootstrap_ci_has_the_stated_level(level):
+    from scipy.stats import norm
+
+    x = np.random.default_rng(2).normal(size=1000)
+    est, low, high = evaluation.bootstrap_ci(np.mean, x, n_boot=2000, level=level, seed=1)
+    # the mean of 1000 values: the interval is about +-z standard errors around it
+    half = norm.ppf((1 + level) / 2) * x.std() / np.sqrt(len(x))
+    assert low < est < high
+    assert (high - low) / 2 == pytest.approx(half, rel=0.1)

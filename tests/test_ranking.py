@@ -197,3 +197,22 @@ def test_from_time_split_trains_on_everything_before_the_window():
     assert test.description == f"{split.description}; evaluated on test"
     with pytest.raises(ValueError, match="part must be one of"):
         ranking.RankingTask.from_time_split(split, "train")
+
+
+def test_evaluate_defaults_coverage_and_novelty(task):
+    assert task.description == "" and task.truth["all"].index.name == "user_id"
+    # ten items by default: the window items ranked eleventh are missed
+    assert ranking.evaluate(_Listed(), task)["new"]["HitRate"].tolist() == [0.0]
+    result = ranking.evaluate(_Fixed(), task, k=2)
+    assert result["all"].index.name == "user_id"
+    # novelty is the mean of -log2(share of training users who bought the item); items the
+    # training data lack (d) count as bought by one user of three
+    share = {"a": 2 / 3, "b": 1 / 3, "c": 1 / 3, "d": 1 / 3}
+    expected = np.mean([-np.log2(share[i]) for i in ["d", "a", "c", "b"]])
+    assert result["all"].attrs["novelty"] == pytest.approx(expected)
+    assert result["new"].attrs["novelty"] == pytest.approx(np.log2(3))
+    assert result["new"].attrs["coverage"] == pytest.approx(1 / 3)   # b of a, b, c
+    with pytest.raises(ValueError, match="one relevant count per user"):
+        ranking.metrics_from_hits(np.zeros((2, 3), bool), np.array([1]))
+    with pytest.raises(ValueError, match="window"):
+        ranking.RankingTask.from_split(task.train, task.train.drop(columns="item_id"))
