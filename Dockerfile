@@ -1,11 +1,11 @@
-# The recommendation service of chapter 3.7 (companion.serving) in a container.
+# The recommendation service of chapter 3.7 (companion.ops.serving) in a container.
 #
 #   docker build -t retention-companion .
 #   docker run --rm -p 8000:8000 -v "$PWD/models:/models:ro" \
 #       -e COMPANION_RELOAD_TOKEN="$(openssl rand -hex 32)" \
 #       retention-companion --artifact /models/blend --workers 2
 #
-# Models are artifact folders written by companion.export.save, mounted read-only at
+# Models are artifact folders written by companion.ops.export.save, mounted read-only at
 # /models (the only folder POST /reload may load from). The package is installed with
 # its core dependencies, which include the serving stack (FastAPI, uvicorn, httptools,
 # uvloop); a lighter serving-only install comes with the reorganised extras.
@@ -36,5 +36,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
 # SIGTERM (docker stop) lets uvicorn finish the requests in flight first
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["python", "-m", "companion.serving", "--host", "0.0.0.0", "--port", "8000"]
+ENTRYPOINT ["python", "-m", "companion.ops.serving", "--host", "0.0.0.0", "--port", "8000"]
 CMD ["--artifact", "/models/blend"]

@@ -3,14 +3,15 @@
 Usage: python benchmarks/bench_churn.py [--cutoff 2011-09-01] [--variants]
 
 Single-cutoff models are trained at ``cutoff - 90 days``; stacked models on every month start
-from a year before ``cutoff`` to 90 days before it (:func:`companion.churn.training_cutoffs`);
+from a year before ``cutoff`` to 90 days before it
+(:func:`companion.retention.churn.training_cutoffs`);
 BG/NBD is fitted on the purchases before ``cutoff`` itself (it needs no labels). All predict
 every active customer at ``cutoff``. The ensemble is the equal-weight mean of the stacked
 models' probabilities (its time is the sum of theirs). Peak RSS is the whole process's (data
 loading included), read after each model.
 
 ``--cutoff 2011-03-01`` is the validation cutoff on which the stacked GRU's settings
-(:data:`companion.churn.STACKED_SEQUENCE_PARAMS`) and the ensemble were chosen: its labels
+(:data:`companion.retention.churn.STACKED_SEQUENCE_PARAMS`) and the ensemble were chosen: its labels
 end before both test cutoffs of the chapter. ``--variants`` adds the weekly (unpooled) GRU
 and the default-rate pooled GRU on the stacked data, the alternatives compared there.
 """
@@ -28,7 +29,10 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from companion import churn, data, metrics, preprocessing  # noqa: E402
+from companion import data  # noqa: E402
+from companion.data import preprocessing  # noqa: E402
+from companion.foundations import metrics  # noqa: E402
+from companion.retention import churn  # noqa: E402
 
 
 def main() -> None:

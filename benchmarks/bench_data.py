@@ -11,7 +11,9 @@ import tracemalloc
 
 import pandas as pd
 
-from companion import behaviour, data, preprocessing
+from companion import data
+from companion.data import preprocessing
+from companion.retention import behaviour
 
 
 def measure(label: str, fn, rows: list[dict]):

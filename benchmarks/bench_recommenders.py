@@ -26,8 +26,10 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import pandas as pd  # noqa: E402
 
-from companion import data, deep, preprocessing, ranking, twostage  # noqa: E402
-from companion import recommenders as rec  # noqa: E402
+from companion import data  # noqa: E402
+from companion.data import preprocessing  # noqa: E402
+from companion.recsys import baselines as rec  # noqa: E402
+from companion.recsys import deep, ranking, twostage  # noqa: E402
 
 
 def models(epochs: int, desc: pd.Series, country: pd.Series) -> dict:

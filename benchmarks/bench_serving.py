@@ -45,9 +45,11 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
-from companion import data, export, preprocessing, serving
+from companion import data
+from companion.data import preprocessing
+from companion.ops import export, serving
 
-#: server variants: name in the table and options of ``python -m companion.serving``
+#: server variants: name in the table and options of ``python -m companion.ops.serving``
 VARIANTS = {
     "model-call": ("model call, h11 + asyncio", ["--precompute", "0", "--http", "h11",
                                                  "--loop", "asyncio"]),
@@ -277,7 +279,7 @@ def _server_pid(url: str) -> int | None:
 def two_tower(transactions, interactions) -> None:
     """Time the two-tower scorers: NumPy on precomputed vectors, the Keras model, the
     SavedModel and TFLite, and the exact top-10 over the catalogue."""
-    from companion import deep
+    from companion.recsys import deep
 
     text = preprocessing.product_descriptions(transactions)
     countries = preprocessing.customer_countries(transactions)

@@ -26,9 +26,11 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import pandas as pd  # noqa: E402
 
-from companion import data, deep, preprocessing  # noqa: E402
-from companion import recommenders as rec  # noqa: E402
-from companion import simulation as sim  # noqa: E402
+from companion import data  # noqa: E402
+from companion.data import preprocessing  # noqa: E402
+from companion.recsys import baselines as rec  # noqa: E402
+from companion.recsys import deep  # noqa: E402
+from companion.retention import simulation as sim  # noqa: E402
 
 POLICIES = ("no recommendations", "random", "popularity", "repeat-buy", "item-kNN",
             "two-tower + repeat-buy")

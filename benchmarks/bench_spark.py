@@ -19,7 +19,7 @@ import time
 import pandas as pd
 
 from companion import data
-from companion import spark as cs
+from companion.ops import spark as cs
 
 
 def main() -> None:

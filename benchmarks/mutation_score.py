@@ -40,17 +40,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: module -> functions mutated (``None``: every function; ``Class.method`` for methods)
 SCOPE: dict[str, list[str] | None] = {
-    "metrics": None,
-    "ranking": None,
-    "evaluation": None,
-    "preprocessing": ["stratified_split", "split_by_time", "leave_last_basket_out",
-                      "check_no_future_leakage"],
-    "churn": ["inter_purchase_days", "_check_window", "active_customers", "churn_labels",
-              "churn_features", "_return_features", "activity_sequences", "ChurnData.select",
-              "churn_dataset", "training_cutoffs", "stack_churn_data", "stacked_churn_dataset",
-              "pool_sequences"],
-    "simulation": ["churn_rate"],
-    "bandits": ["replay", "_target", "ips", "snips", "replay_fixed", "effective_sample_size"],
+    "foundations.metrics": None,
+    "recsys.ranking": None,
+    "foundations.evaluation": None,
+    "data.preprocessing": ["stratified_split", "split_by_time", "leave_last_basket_out",
+                           "check_no_future_leakage"],
+    "retention.churn": ["inter_purchase_days", "_check_window", "active_customers",
+                        "churn_labels", "churn_features", "_return_features",
+                        "activity_sequences", "ChurnData.select", "churn_dataset",
+                        "training_cutoffs", "stack_churn_data", "stacked_churn_dataset",
+                        "pool_sequences"],
+    "retention.simulation": ["churn_rate"],
+    "apps.bandits": ["replay", "_target", "ips", "snips", "replay_fixed", "effective_sample_size"],
 }
 
 #: mutmut's exit codes of a mutant's test run, grouped as the table reports them
@@ -88,7 +89,7 @@ def _in_scope(module: str, name: str) -> bool:
 
 def results(module: str) -> dict[str, str]:
     """Status of each in-scope mutant of ``module`` from the last run (empty if none)."""
-    meta = ROOT / "mutants" / "companion" / f"{module}.py.meta"
+    meta = ROOT / "mutants" / "companion" / f"{module.replace('.', '/')}.py.meta"
     if not meta.is_file():
         return {}
     codes = json.loads(meta.read_text())["exit_code_by_key"]

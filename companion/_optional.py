@@ -25,7 +25,7 @@ A module that cannot work at all without its extra checks for it when it is impo
 others import an optional package where they use it, through :func:`require`. Either way a
 missing extra stops with one line that names the extra and the command that installs it::
 
-    ModuleNotFoundError: companion.deep needs the 'deep' extra (keras is not installed):
+    ModuleNotFoundError: companion.recsys.deep needs the 'deep' extra (keras is not installed):
     pip install "retention-companion[deep]"
 
 (printed as a single line).

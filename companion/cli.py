@@ -11,7 +11,7 @@ Commands
 ``churn ORDERS -o churn.csv [--horizon-days 90]``
     Score every customer's churn risk with BG/NBD and write it, riskiest first.
 ``serve ...``
-    Serve recommendations over HTTP (provided by :mod:`companion.serving`).
+    Serve recommendations over HTTP (provided by :mod:`companion.ops.serving`).
 
 Every command takes ``--columns ours=theirs,...`` to map the file's column names onto the
 companion's (see :mod:`companion.shop`) and ``--format csv|parquet`` when the suffix does
@@ -40,7 +40,7 @@ from companion import __version__
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
-SERVING_MODULE = "companion.serving"
+SERVING_MODULE = "companion.ops.serving"
 _RETURNS = ("cancel-prefix", "negative-quantity", "status-column")  # shop.RETURN_CONVENTIONS
 
 _EPILOG = """\
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve_parser() -> argparse.ArgumentParser:
-    """The ``serve`` parser, with options from :mod:`companion.serving` (imported now)."""
+    """The ``serve`` parser, with options from :mod:`companion.ops.serving` (imported now)."""
     try:
         serving = importlib.import_module(SERVING_MODULE)
     except ModuleNotFoundError as err:

@@ -141,7 +141,7 @@ def plot_outlier_rule(values: pd.Series, bounds: tuple[float, float], *, label: 
 def plot_layer_stats(results: dict[str, pd.DataFrame], axes=None):
     """Activation and gradient spread per layer, one line per initialisation scheme.
 
-    ``results`` maps a label to a frame from :func:`companion.nn.signal_propagation`.
+    ``results`` maps a label to a frame from :func:`companion.foundations.nn.signal_propagation`.
     Returns the two Axes (activations, gradients), both on a log scale.
     """
     if not results:
@@ -230,7 +230,7 @@ def plot_training_curves(histories: dict[str, dict], *, metric: str = "loss",
 
 def plot_roc_pr(y_true, scores: dict[str, np.ndarray], axes=None):
     """ROC curves (left) and precision-recall curves (right) of several models."""
-    from companion import metrics
+    from companion.foundations import metrics
 
     if not scores:
         raise ValueError("scores is empty.")
@@ -258,7 +258,7 @@ def plot_model_comparison(summaries: dict[str, pd.DataFrame], metric: str = "NDC
     """Horizontal bars of ``metric`` with 95% intervals, one panel per task.
 
     ``summaries`` maps a model name to the frame returned by
-    :func:`companion.ranking.summarise`.
+    :func:`companion.recsys.ranking.summarise`.
     """
     if not summaries:
         raise ValueError("summaries is empty.")
@@ -427,7 +427,7 @@ def plot_simulator_fit(real: dict, simulated: list[dict], axes=None):
     each cutoff, cohort retention, and the other scalar statistics as simulated / real.
 
     ``real`` and each entry of ``simulated`` are dictionaries as returned by
-    :func:`companion.simulation.calibration_runs`.
+    :func:`companion.retention.simulation.calibration_runs`.
     """
     if not simulated:
         raise ValueError("simulated is empty.")
@@ -470,7 +470,7 @@ def plot_simulator_fit(real: dict, simulated: list[dict], axes=None):
 def plot_policy_curves(table: pd.DataFrame, *, ylabel: str, colors: dict | None = None,
                        ax: Axes | None = None) -> Axes:
     """One line per policy with its 95% band over seeds, from
-    :func:`companion.simulation.curve_table`; ``colors`` maps policy names to colours (so
+    :func:`companion.retention.simulation.curve_table`; ``colors`` maps policy names to colours (so
     that a policy keeps its colour across figures)."""
     missing = [c for c in ("policy", "month", "mean", "low", "high") if c not in table]
     if missing:

@@ -7,7 +7,7 @@ Python as well.
 An orders file is a CSV (``.csv``, ``.csv.gz``, ``.csv.zip``, ``.tsv``, ``.txt``) or
 parquet (``.parquet``, ``.pq``) file with one row per order line. Its columns are mapped
 onto the companion's schema, the snake-case names of
-:data:`companion.preprocessing.CANONICAL`:
+:data:`companion.data.preprocessing.CANONICAL`:
 
 ========================  =========  ==========================================
 column                    required   meaning
@@ -44,8 +44,8 @@ Exports as shops have them:
   ``C``), ``"negative-quantity"`` (refunds as negative quantities on ordinary orders) or
   ``"status-column"`` (a status column, ``status_column``, whose value is one of
   ``refund_status``). The refund lines found become the returns table
-  (:attr:`companion.preprocessing.CleanResult.returns`) that after-sales
-  (:mod:`companion.aftersales`) and churn features (:mod:`companion.churn`) use.
+  (:attr:`companion.data.preprocessing.CleanResult.returns`) that after-sales
+  (:mod:`companion.retention.aftersales`) and churn features (:mod:`companion.retention.churn`) use.
 
 Every error is one line naming the file, the column, the row (counted as a spreadsheet
 shows the file: the header is row 1, the first order line row 2) and the value. Outputs
@@ -74,7 +74,7 @@ import pandas as pd
 
 from companion._checks import check_frame, check_positive_int
 from companion.data import RETAIL_I_SCHEMA, RETAIL_II_SCHEMA
-from companion.preprocessing import (
+from companion.data.preprocessing import (
     CANONICAL,
     CleanResult,
     IdEncoder,
@@ -548,7 +548,7 @@ class CustomerIds:
 
     Whole-number ids (``17850``, or ``17850.0`` as float columns write them) are their own
     codes, so they come out as numbers; any other ids (e-mail addresses, UUIDs, numbers
-    with leading zeros) are encoded by an :class:`companion.preprocessing.IdEncoder` and
+    with leading zeros) are encoded by an :class:`companion.data.preprocessing.IdEncoder` and
     come out as the text given (trimmed of surrounding spaces).
 
     Attributes
@@ -835,12 +835,16 @@ def retention_summary(interactions: pd.DataFrame, *, horizon_days: int = 90) -> 
     """Headline retention numbers of an interactions table.
 
     Customers, invoices, the repeat-purchase rate
-    (:func:`companion.behaviour.repeat_purchase_rate`), the size-weighted cohort retention
-    after 1, 3 and 6 months (:func:`companion.behaviour.retention_curve`), and the share of
-    customers active in the ``horizon_days`` before the last ``horizon_days`` who bought
-    nothing in the last ones (observed churn).
+    (:func:`companion.retention.behaviour.repeat_purchase_rate`), the size-weighted cohort
+    retention after 1, 3 and 6 months (:func:`companion.retention.behaviour.retention_curve`),
+    and the share of customers active in the ``horizon_days`` before the last
+    ``horizon_days`` who bought nothing in the last ones (observed churn).
     """
-    from companion.behaviour import cohort_retention, repeat_purchase_rate, retention_curve
+    from companion.retention.behaviour import (
+        cohort_retention,
+        repeat_purchase_rate,
+        retention_curve,
+    )
 
     check_positive_int(horizon_days, name="horizon_days")
     curve = retention_curve(cohort_retention(interactions))
@@ -901,7 +905,7 @@ def make_recommender(name: str):
     Settings are those the book's chapter 5 tuned on the real shop (item-kNN with 200
     neighbours and shrinkage 20; TIFU-KNN with 100 neighbours, 3 groups, alpha 0.2).
     """
-    from companion import recommenders as rec
+    from companion.recsys import baselines as rec
 
     if name not in _RECOMMENDERS:
         raise ValueError(f"model must be one of {list(_RECOMMENDERS)}, got {name!r}.")
@@ -945,14 +949,14 @@ def top_k(interactions: pd.DataFrame, *, k: int = 10, model: str = "blend",
 
 def churn_risk(interactions: pd.DataFrame, *, horizon_days: int = 90,
                as_of: object | None = None) -> pd.DataFrame:
-    """BG/NBD churn risk of every customer (:func:`companion.btyd.churn_probability`).
+    """BG/NBD churn risk of every customer (:func:`companion.retention.btyd.churn_probability`).
 
     The model is fitted on purchases strictly before ``as_of`` (default: the day after the
     last purchase). Returns ``customer_id, frequency, recency_days, age_days, p_alive,
     p_churn`` sorted by ``p_churn`` (highest risk first), where ``p_churn`` is the
     probability of no purchase in the next ``horizon_days``.
     """
-    from companion.btyd import churn_probability, rfm_summary
+    from companion.retention.btyd import churn_probability, rfm_summary
 
     horizon_days = check_positive_int(horizon_days, name="horizon_days")
     if as_of is None:

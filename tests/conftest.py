@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from companion import data, preprocessing
+from companion import data
+from companion.data import preprocessing
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Tests of companion.ads: the month split, the DCN-v2 cross layer, the Keras models,
+"""Tests of companion.apps.ads: the month split, the DCN-v2 cross layer, the Keras models,
 calibration and budgeted targeting."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion import ads
+from companion.apps import ads
 
 
 def sessions(n: int = 600, seed: int = 0) -> pd.DataFrame:
@@ -66,7 +66,7 @@ def test_dcn_and_wide_deep_learn_the_signal():
     s = sessions(1500)
     parts = ads.month_split(s)
     (X, y), val, (X_te, y_te) = parts["train"], parts["validation"], parts["test"]
-    from companion.metrics import roc_auc
+    from companion.foundations.metrics import roc_auc
 
     for kind in ("dcn", "wide_deep"):
         net = ads.TabularNet(kind, epochs=30, seed=0).fit(X, y, validation=val)

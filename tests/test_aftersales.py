@@ -1,4 +1,4 @@
-"""Tests of companion.aftersales on hand-made orders and the synthetic shop."""
+"""Tests of companion.retention.aftersales on hand-made orders and the synthetic shop."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion import aftersales, data, preprocessing
+from companion import data
+from companion.data import preprocessing
+from companion.retention import aftersales
 
 
 def _lines(rows):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from companion import automl
+from companion.ops import automl
 
 SPACE = {"x": ("float", -2.0, 2.0), "n": ("int", 1, 8, "log"),
          "kind": ("categorical", ["a", "b"])}

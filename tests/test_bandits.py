@@ -1,4 +1,4 @@
-"""Tests of companion.bandits: policies on synthetic Bernoulli problems, the logging
+"""Tests of companion.apps.bandits: policies on synthetic Bernoulli problems, the logging
 policy and the off-policy estimators on logs with a known policy value."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion import bandits as b
+from companion.apps import bandits as b
 
 RATES = np.array([0.2, 0.5, 0.35, 0.1])
 

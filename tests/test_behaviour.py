@@ -1,4 +1,4 @@
-"""Tests of companion.behaviour on hand-computed cases, and of companion.plotting."""
+"""Tests of companion.retention.behaviour on hand-computed cases, and of companion.plotting."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
-from companion import behaviour, plotting  # noqa: E402
+from companion import plotting  # noqa: E402
+from companion.retention import behaviour  # noqa: E402
 
 
 @pytest.fixture
@@ -135,7 +136,7 @@ def test_plot_outlier_rule():
 
 
 def test_plot_layer_stats_and_losses():
-    from companion import nn
+    from companion.foundations import nn
 
     stats = {"he": nn.signal_propagation("he_normal", "relu", depth=3, width=8)}
     axes = plotting.plot_layer_stats(stats)

@@ -1,4 +1,5 @@
-"""Tests of companion.btyd: the BG/NBD fit against the published CDNOW fit, parameter recovery
+"""Tests of companion.retention.btyd: the BG/NBD fit against the published CDNOW fit,
+parameter recovery
 on simulated data, the closed forms against simulation, and bad input."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion import btyd
+from companion.retention import btyd
 
 
 def _cdnow() -> pd.DataFrame:

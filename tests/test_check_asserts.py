@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from companion import metrics
+from companion.foundations import metrics
 """
 
 CANNOT_FAIL = {

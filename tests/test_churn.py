@@ -1,4 +1,5 @@
-"""Tests of companion.churn: time-honest labels and features, planted signal, bad input."""
+"""Tests of companion.retention.churn: time-honest labels and features, planted signal,
+bad input."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion import churn, data, preprocessing
+from companion import data
+from companion.data import preprocessing
+from companion.retention import churn
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +149,7 @@ def test_features_ignore_the_future(long_shop, cutoffs):
 
 
 def test_features_match_rfm(long_shop, cutoffs):
-    from companion import behaviour
+    from companion.retention import behaviour
 
     inter, _, _ = long_shop
     feats = churn.churn_features(inter, cutoffs[0], active_days=10_000)
@@ -193,7 +196,7 @@ def test_sequence_model_learns(datasets):
     train, test = datasets
     model = churn.SequenceChurn(epochs=15, units=8, hidden=8, seed=0).fit(train)
     proba = model.predict_proba(test)
-    from companion import metrics
+    from companion.foundations import metrics
 
     assert metrics.roc_auc(test.labels.to_numpy(), proba) > 0.75
     again = churn.SequenceChurn(epochs=15, units=8, hidden=8, seed=0).fit(train)
@@ -355,7 +358,7 @@ def test_blend():
 
 
 def test_models_on_stacked_cutoffs(long_shop, cutoffs, datasets):
-    from companion import metrics
+    from companion.foundations import metrics
 
     inter, returns, _ = long_shop
     test = datasets[1]

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion import __version__, cli, data, preprocessing, shop
+from companion import __version__, cli, data, shop
+from companion.data import preprocessing
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +109,7 @@ def test_report_matches_companion_functions(orders, raw, tmp_path, capsys):
                              strict=True):
         assert any(rule in line and f" {removed} " in line for line in text.splitlines())
     inter = preprocessing.to_interactions(cleaned.transactions)
-    from companion.behaviour import repeat_purchase_rate
+    from companion.retention.behaviour import repeat_purchase_rate
 
     assert f"| repeat-purchase rate | {repeat_purchase_rate(inter):.1%} |" in text
     assert listing(tmp_path) == ["report.md"]
@@ -292,13 +293,13 @@ def test_output_folder_missing_exits_2(orders, tmp_path, capsys):
 
 
 def test_serve_is_wired_to_companion_serving(capsys):
-    if importlib.util.find_spec("companion.serving") is None:
+    if importlib.util.find_spec("companion.ops.serving") is None:
         with pytest.raises(SystemExit) as stop:
             cli.main(["serve", "--help"])
         assert stop.value.code == 2
-        assert "no companion.serving module" in capsys.readouterr().err
+        assert "no companion.ops.serving module" in capsys.readouterr().err
     else:
-        serving = pytest.importorskip("companion.serving")
+        serving = pytest.importorskip("companion.ops.serving")
         assert callable(serving.add_arguments) and callable(serving.run)
         with pytest.raises(SystemExit) as stop:
             cli.main(["serve", "--help"])

@@ -1,4 +1,4 @@
-"""Tests of companion.compression: distillation loss, pruning, quantisation, models."""
+"""Tests of companion.ops.compression: distillation loss, pruning, quantisation, models."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import rel_entr
 
-from companion import compression
+from companion.ops import compression
 
 
 def test_distillation_loss_is_kl_when_alpha_is_one_and_t_is_one():
@@ -245,7 +245,8 @@ def test_factor_scorer_reproduces_and_prunes_a_fitted_factorisation(interactions
 
 
 def test_structured_pruning_curve_compares_four_ways_at_equal_budgets(interactions):
-    from companion import preprocessing, ranking
+    from companion.data import preprocessing
+    from companion.recsys import ranking
 
     split = preprocessing.split_by_time(interactions, "2011-10-01")
     task = ranking.RankingTask.from_split(split.train, split.test)

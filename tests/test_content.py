@@ -1,4 +1,4 @@
-"""Tests of companion.content on the seeded synthetic shop."""
+"""Tests of companion.recsys.content on the seeded synthetic shop."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion import content
-from companion import recommenders as rec
+from companion.recsys import baselines as rec
+from companion.recsys import content
 
 
 @pytest.fixture(scope="module")

@@ -347,7 +347,7 @@ def test_load_online_retail_ii_downloads_into_the_cache(
     specs["online_retail_II_2009_2010"] = _spec(
         "online_retail_II_2009_2010", f"{base}/502.zip", older
     )
-    monkeypatch.setattr(data, "DATASETS", specs)
+    monkeypatch.setattr(data.sources, "DATASETS", specs)
     frame = data.load_online_retail("II")
     expected = len(older[older["InvoiceDate"] < "2010-12-01"]) + len(recent)
     assert len(frame) == expected

@@ -67,7 +67,7 @@ def test_the_dockerfile_runs_the_service_safely():
     assert "/health" in DOCKERFILE.read_text()
     assert "COMPANION_MODELS_DIR=/models" in DOCKERFILE.read_text()
     entry = next(line for line in steps if line.startswith("ENTRYPOINT "))
-    assert json.loads(entry.split(" ", 1)[1])[:3] == ["python", "-m", "companion.serving"]
+    assert json.loads(entry.split(" ", 1)[1])[:3] == ["python", "-m", "companion.ops.serving"]
     assert ":/models:ro" in DOCKERFILE.read_text()  # the documented read-only mount
 
 

@@ -53,9 +53,10 @@ def test_every_public_module_is_in_the_api_reference():
     import re
 
     page = (ROOT / "book" / "api.md").read_text()
-    documented = set(re.findall(r"automodule:: companion\.(\w+)", page))
-    modules = {p.stem for p in (ROOT / "companion").glob("*.py")
-               if not p.name.startswith("_")}
+    documented = set(re.findall(r"automodule:: companion\.([\w.]+)", page))
+    modules = {".".join(p.relative_to(ROOT / "companion").with_suffix("").parts)
+               .removesuffix(".__init__") for p in (ROOT / "companion").rglob("*.py")}
+    modules = {m for m in modules if not any(part.startswith("_") for part in m.split("."))}
     assert documented == modules, (
         f"missing from book/api.md: {sorted(modules - documented)}; "
         f"not modules: {sorted(documented - modules)}")

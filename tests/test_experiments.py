@@ -1,4 +1,4 @@
-"""Tests of companion.experiments: the tune-on-validation, test-over-seeds protocol."""
+"""Tests of companion.recsys.experiments: the tune-on-validation, test-over-seeds protocol."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from companion import data, deep, experiments, preprocessing, ranking  # noqa: E402
-from companion import recommenders as rec  # noqa: E402
+from companion import data  # noqa: E402
+from companion.data import preprocessing  # noqa: E402
+from companion.recsys import baselines as rec  # noqa: E402
+from companion.recsys import deep, experiments, ranking  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from companion import churn, deep, explain
+from companion.recsys import deep
+from companion.retention import churn, explain
 
 
 def test_integrated_gradients_of_a_linear_model_is_exact():
@@ -47,7 +48,7 @@ def churn_data(interactions):
 
 
 def test_feature_mlp_learns_churn_and_attributes_it(churn_data):
-    from companion import metrics
+    from companion.foundations import metrics
 
     train, test = churn_data
     model = explain.FeatureMLP(epochs=40, seed=0).fit(train)

@@ -8,8 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion import cache, deep, export, preprocessing
-from companion import recommenders as rec
+from companion import cache
+from companion.data import preprocessing
+from companion.ops import export
+from companion.recsys import baselines as rec
+from companion.recsys import deep
 
 CLASSICAL = [
     lambda: rec.Popularity(window_days=30),

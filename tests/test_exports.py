@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion import cli, data, preprocessing, shop
+from companion import cli, data, shop
+from companion.data import preprocessing
 
 ZONE = "Europe/London"
 COMMANDS = ("validate", "report", "recommend", "churn")
@@ -282,7 +283,7 @@ def test_refunds_as_negative_quantities_need_the_option(raw, tmp_path, capsys):
 
 def test_refunds_feed_after_sales(raw, cleaned, tmp_path):
     """The returns table from negative quantities is the one from ``C`` invoices."""
-    from companion import aftersales
+    from companion.retention import aftersales
 
     path = write(raw, tmp_path, "all at once")
     columns = shop.parse_column_mapping(CASES["all at once"][2][-1])

@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion import data, preprocessing, ranking
-from companion.federated import (
+from companion import data
+from companion.data import preprocessing
+from companion.recsys import ranking
+from companion.recsys.federated import (
     FactorMF,
     FederatedMF,
     LocalMF,

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion import export
-from companion import recommenders as rec
+from companion.ops import export
+from companion.recsys import baselines as rec
 
 MODELS = {
     "popularity": lambda: rec.Popularity(window_days=60),

@@ -13,9 +13,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from companion import data, deep, preprocessing  # noqa: E402
-from companion import recommenders as rec  # noqa: E402
-from companion.preprocessing import IdEncoder  # noqa: E402
+from companion import data  # noqa: E402
+from companion.data import preprocessing  # noqa: E402
+from companion.data.preprocessing import IdEncoder  # noqa: E402
+from companion.recsys import baselines as rec  # noqa: E402
+from companion.recsys import deep  # noqa: E402
 
 
 @pytest.fixture(scope="module")

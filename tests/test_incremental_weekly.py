@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from companion import data, preprocessing
-from companion import recommenders as rec
-from companion.incremental import weekly_updates
+from companion import data
+from companion.data import preprocessing
+from companion.recsys import baselines as rec
+from companion.recsys.incremental import weekly_updates
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from companion import data, preprocessing  # noqa: E402
+from companion import data  # noqa: E402
+from companion.data import preprocessing  # noqa: E402
 
 #: variable names that may be held by a layer without being trained: normalisation
 #: statistics, which the forward pass updates and the optimiser must not (no model of the
@@ -103,7 +104,7 @@ BIG = 1 << 20  # a batch larger than any tiny data set: one epoch is one step
 
 
 def _churn_data(shop):
-    from companion import churn
+    from companion.retention import churn
 
     return churn.churn_dataset(shop["interactions"], "2011-09-01", horizon_days=60,
                                active_days=200, weeks=8)
@@ -137,13 +138,13 @@ def _recommender(make):
 
 
 def _deep(name, **kwargs):
-    from companion import deep
+    from companion.recsys import deep
 
     return _recommender(lambda shop: getattr(deep, name)(epochs=1, seed=0, **kwargs))
 
 
 def _two_tower(shop):
-    from companion import deep
+    from companion.recsys import deep
 
     model = deep.TwoTower(dim=4, item_text=shop["text"], user_context=shop["country"],
                           epochs=1, batch_size=shop["pairs"], seed=0).fit(shop["interactions"])
@@ -151,15 +152,15 @@ def _two_tower(shop):
 
 
 def _history_mlp(shop):
-    from companion import compression
+    from companion.ops import compression
 
     model = compression.HistoryMLP(dim=4, hidden=(8,), epochs=1, batch_size=BIG, seed=0)
     return [model.fit(shop["interactions"]).model_], 1
 
 
 def _distilled_mf(shop):
-    from companion import compression
-    from companion import recommenders as rec
+    from companion.ops import compression
+    from companion.recsys import baselines as rec
 
     teacher = rec.ItemKNN(neighbours=5).fit(shop["interactions"])
     model = compression.DistilledMF(dim=4, teacher=teacher, epochs=1, batch_size=BIG, seed=0)
@@ -167,7 +168,7 @@ def _distilled_mf(shop):
 
 
 def _mlp_classifier(shop):
-    from companion.models import KerasMLPClassifier
+    from companion.foundations.mlp import KerasMLPClassifier
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 5))
@@ -178,14 +179,14 @@ def _mlp_classifier(shop):
 
 
 def _sequence_churn(shop):
-    from companion import churn
+    from companion.retention import churn
 
     model = churn.SequenceChurn(units=4, hidden=4, epochs=1, batch_size=BIG, seed=0)
     return [model.fit(_churn_data(shop)).model_], 1
 
 
 def _feature_mlp(shop):
-    from companion import explain
+    from companion.retention import explain
 
     model = explain.FeatureMLP(hidden=4, epochs=1, batch_size=BIG, seed=0)
     model = model.fit(_churn_data(shop))
@@ -194,7 +195,7 @@ def _feature_mlp(shop):
 
 def _tabular(kind):
     def case(shop):
-        from companion import ads
+        from companion.apps import ads
 
         x, y = _sessions(seed=0)
         xv, yv = _sessions(60, seed=1)
@@ -204,7 +205,7 @@ def _tabular(kind):
 
 
 def _text_encoder(shop):
-    from companion import content
+    from companion.recsys import content
 
     model = content.TextEncoder(dim=4, epochs=1, pairs_per_epoch=64, batch_size=64, seed=0)
     model.fit(shop["text"], shop["interactions"])
@@ -212,7 +213,7 @@ def _text_encoder(shop):
 
 
 def _context_two_tower(shop):
-    from companion import content
+    from companion.recsys import content
 
     contexts = content.basket_contexts(shop["clean"].transactions)
     model = content.ContextTwoTower(dim=4, context_dim=2, epochs=1, batch_size=256,
@@ -222,7 +223,7 @@ def _context_two_tower(shop):
 
 
 def _skip_gram(shop):
-    from companion.embeddings import SkipGram
+    from companion.foundations.embeddings import SkipGram
 
     baskets = shop["interactions"].groupby("invoice")["item_id"].agg(list)
     SkipGram(dim=4, window=None, min_count=1, epochs=1, batch_size=BIG).fit(baskets)
@@ -230,7 +231,7 @@ def _skip_gram(shop):
 
 
 def _transformer_lm(shop):
-    from companion import textgen
+    from companion.apps import textgen
 
     texts = textgen.prepare_corpus(shop["text"].tolist())
     vocab = textgen.CharVocabulary.fit(texts)
@@ -241,7 +242,7 @@ def _transformer_lm(shop):
 
 
 def _sequence_forecaster(shop):
-    from companion import supply
+    from companion.apps import supply
 
     rng = np.random.default_rng(0)
     demand = rng.poisson(20, size=(5, 30)).astype(float)
@@ -252,7 +253,7 @@ def _sequence_forecaster(shop):
 
 
 def _listwise_ranker(shop):
-    from companion import twostage
+    from companion.recsys import twostage
 
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(12), 5)

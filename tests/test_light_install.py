@@ -41,8 +41,9 @@ OPTIONAL = sorted({p for packages in _optional.EXTRAS.values() for p in packages
 HEAVY = ["tensorflow", "tensorflow-cpu", "keras", "lightgbm", "fastapi", "uvicorn", "httpx",
          "optuna", "pyspark", "openpyxl"]
 #: the modules that cannot be imported at all without an extra, and that extra
-NEED_AN_EXTRA = {"compression": "deep", "deep": "deep", "explain": "deep", "models": "deep"}
-MESSAGE = re.compile(r"^ModuleNotFoundError: (companion\.\w+) needs the '(\w+)' extra "
+NEED_AN_EXTRA = {"ops.compression": "deep", "recsys.deep": "deep", "retention.explain": "deep",
+                 "foundations.mlp": "deep"}
+MESSAGE = re.compile(r"^ModuleNotFoundError: (companion[.\w]+) needs the '(\w+)' extra "
                      r"\((\w+) is not installed\): pip install \"retention-companion\[\2\]\"$")
 
 
@@ -164,11 +165,11 @@ def test_four_commands_run_and_match_the_full_install(light, orders, tmp_path, c
 
 #: calls into modules that import fine, which need an extra: (call, extra, package)
 CALLS = [
-    ("from companion import automl\n"
+    ("from companion.ops import automl\n"
      "automl.search(lambda p: 0.0, {'x': ('int', 0, 1)}, n_trials=1)", "tune", "optuna"),
-    ("from companion import supply\nsupply.GBMForecaster().fit(None, 0, None)", "rank",
+    ("from companion.apps import supply\nsupply.GBMForecaster().fit(None, 0, None)", "rank",
      "lightgbm"),
-    ("from companion import churn\nchurn.SequenceChurn().fit(None)", "deep", "keras"),
+    ("from companion.retention import churn\nchurn.SequenceChurn().fit(None)", "deep", "keras"),
     # stops before it downloads anything
     ("from companion import data\ndata.download_dataset('online_retail', directory='dl')",
      "data", "openpyxl"),
@@ -179,12 +180,13 @@ import importlib, json, pkgutil, sys, companion
 def line(err):
     return f"{type(err).__name__}: {err}"
 imports, calls = {}, []
-for m in pkgutil.iter_modules(companion.__path__):
+for m in pkgutil.walk_packages(companion.__path__, "companion."):
+    name = m.name.removeprefix("companion.")
     try:
-        importlib.import_module(f"companion.{m.name}")
-        imports[m.name] = ""
+        importlib.import_module(m.name)
+        imports[name] = ""
     except ImportError as err:
-        imports[m.name] = line(err)
+        imports[name] = line(err)
 for call in json.loads(sys.argv[1]):
     try:
         exec(call, {})
@@ -206,7 +208,8 @@ def test_each_module_imports_or_names_its_extra(light, probe):
     """Every module imports without the extras, except those that are nothing without
     one; those stop with one line naming the extra and the command."""
     errors = probe["imports"]
-    modules = {p.stem for p in (ROOT / "companion").glob("*.py")}
+    modules = {".".join(p.relative_to(ROOT / "companion").with_suffix("").parts)
+               .removesuffix(".__init__") for p in (ROOT / "companion").rglob("*.py")}
     assert set(errors) - {"__main__"} == modules - {"__init__", "__main__"}
     failed = {m: e for m, e in errors.items() if e}
     assert set(failed) == set(NEED_AN_EXTRA), failed
@@ -214,10 +217,10 @@ def test_each_module_imports_or_names_its_extra(light, probe):
         match = MESSAGE.match(line)
         assert match, line
         assert match.group(2) == NEED_AN_EXTRA[module]
-    done = _run([light["python"], "-c", "import companion.deep"], cwd=light["work"])
+    done = _run([light["python"], "-c", "import companion.recsys.deep"], cwd=light["work"])
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
-        "ModuleNotFoundError: companion.deep needs the 'deep' extra (keras is not "
+        "ModuleNotFoundError: companion.recsys.deep needs the 'deep' extra (keras is not "
         "installed): pip install \"retention-companion[deep]\"")
     assert "No module named" not in done.stderr
 
@@ -228,12 +231,14 @@ def test_a_call_that_needs_an_extra_names_it(probe, index):
     match = MESSAGE.match(probe["calls"][index])
     assert match, probe["calls"][index]
     assert match.group(2, 3) == (extra, package)
-    assert match.group(1) == "companion." + call.split()[3]
+    words = call.split()
+    module = f"{words[1]}.{words[3]}"  # from <package> import <module>
+    assert match.group(1) == module or match.group(1).startswith(module + ".")
 
 
 def test_serve_without_the_extra_is_one_line(light):
     done = _run([light["script"], "serve", "--port", "8123"], cwd=light["work"], timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "companion.serving needs the 'serve' extra (fastapi is not installed): "
+        "companion.ops.serving needs the 'serve' extra (fastapi is not installed): "
         "pip install \"retention-companion[serve]\"")

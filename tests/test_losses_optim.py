@@ -1,4 +1,5 @@
-"""companion.losses and companion.optim against Keras and finite differences."""
+"""companion.foundations.losses and companion.foundations.optim against Keras and finite
+differences."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from companion import losses, optim  # noqa: E402
+from companion.foundations import losses, optim  # noqa: E402
 
 rng = np.random.default_rng(0)
 Y_REG, P_REG = rng.normal(size=50), rng.normal(size=50) * 2

@@ -1,4 +1,4 @@
-"""companion.metrics and companion.evaluation against scikit-learn."""
+"""companion.foundations.metrics and companion.foundations.evaluation against scikit-learn."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from companion import evaluation, metrics
+from companion.foundations import evaluation, metrics
 
 rng = np.random.default_rng(1)
 Y = rng.integers(0, 2, 300)

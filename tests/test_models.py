@@ -1,4 +1,4 @@
-"""companion.models (Keras MLP), logistic-regression training and split helpers."""
+"""companion.foundations.mlp (Keras MLP), logistic-regression training and split helpers."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from matplotlib import pyplot as plt  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-from companion import metrics, optim, plotting, preprocessing  # noqa: E402
-from companion.models import KerasMLPClassifier, build_mlp  # noqa: E402
+from companion import plotting  # noqa: E402
+from companion.data import preprocessing  # noqa: E402
+from companion.foundations import metrics, optim  # noqa: E402
+from companion.foundations.mlp import KerasMLPClassifier, build_mlp  # noqa: E402
 
 rng = np.random.default_rng(3)
 X = rng.normal(size=(600, 4))

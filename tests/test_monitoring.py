@@ -1,4 +1,4 @@
-"""Tests of companion.monitoring: PSI, binning, the weekly replay and the alarm rule."""
+"""Tests of companion.ops.monitoring: PSI, binning, the weekly replay and the alarm rule."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion import monitoring
-from companion import recommenders as rec
+from companion.ops import monitoring
+from companion.recsys import baselines as rec
 
 
 def test_psi_of_identical_distributions_is_zero():

@@ -7,8 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion import data, experiments, preprocessing, ranking
-from companion import recommenders as rec
+from companion import data
+from companion.data import preprocessing
+from companion.recsys import baselines as rec
+from companion.recsys import experiments, ranking
 
 DAY = pd.Timestamp("2011-01-03")
 

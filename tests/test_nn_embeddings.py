@@ -1,4 +1,4 @@
-"""companion.nn (initialisation) and companion.embeddings (skip-gram)."""
+"""companion.foundations.nn (initialisation) and companion.foundations.embeddings (skip-gram)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from companion import nn  # noqa: E402
-from companion.embeddings import SkipGram, neighbour_coherence  # noqa: E402
+from companion.foundations import nn  # noqa: E402
+from companion.foundations.embeddings import SkipGram, neighbour_coherence  # noqa: E402
 
 
 @pytest.mark.parametrize("scheme", list(nn.SCHEMES))

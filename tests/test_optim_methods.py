@@ -1,4 +1,5 @@
-"""Tests of companion.optim's second-order, conjugate-gradient and constrained solvers."""
+"""Tests of companion.foundations.optim's second-order, conjugate-gradient and
+constrained solvers."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from companion import optim
+from companion.foundations import optim
 
 
 @pytest.fixture(scope="module")

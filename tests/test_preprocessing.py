@@ -1,4 +1,4 @@
-"""Tests of companion.preprocessing: schema checks, cleaning, encoders and splits."""
+"""Tests of companion.data.preprocessing: schema checks, cleaning, encoders and splits."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion import data, preprocessing
-from companion.preprocessing import IdEncoder
+from companion import data
+from companion.data import preprocessing
+from companion.data.preprocessing import IdEncoder
 
 
 def _lines(rows):

@@ -1,4 +1,4 @@
-"""companion.ranking: the evaluation protocol and full-ranking metrics."""
+"""companion.recsys.ranking: the evaluation protocol and full-ranking metrics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import ndcg_score
 
-from companion import ranking
+from companion.recsys import ranking
 
 
 def _frame(rows):
@@ -97,7 +97,7 @@ def test_evaluate_and_summarise(task):
 
 
 def test_grid_search_and_best_params(task):
-    from companion import recommenders as rec
+    from companion.recsys import baselines as rec
 
     results = ranking.grid_search(lambda half_life_days: rec.RepeatBuy(half_life_days),
                                   {"half_life_days": [10.0, 100.0]}, task, k=2)
@@ -178,7 +178,7 @@ def test_grid_search_ranks_at_ten_by_default(task):
 
 
 def test_from_time_split_trains_on_everything_before_the_window():
-    from companion import preprocessing
+    from companion.data import preprocessing
 
     frame = _frame([(1, "a", "2011-01-01"), (2, "b", "2011-01-02"), (1, "c", "2011-02-01"),
                     (2, "a", "2011-02-02"), (1, "d", "2011-03-01"), (2, "b", "2011-03-02")])

@@ -19,8 +19,8 @@ import httpx
 import numpy as np
 import pytest
 
-from companion import export, serving
-from companion import recommenders as rec
+from companion.ops import export, serving
+from companion.recsys import baselines as rec
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -55,7 +55,7 @@ def metric_values(text: str) -> dict:
 
 
 def test_import_is_light():
-    code = ("import sys, companion.serving; "
+    code = ("import sys, companion.ops.serving; "
             "print(any(m in sys.modules for m in ('tensorflow', 'fastapi', 'uvicorn')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
@@ -528,7 +528,7 @@ def test_graceful_shutdown_finishes_requests_in_flight(artifacts):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "companion.serving", "--artifact",
+    proc = subprocess.Popen([sys.executable, "-m", "companion.ops.serving", "--artifact",
                              str(artifacts["pop"]), "--port", str(port), "--log-level",
                              "warning", "--no-access-log"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion import data, preprocessing
-from companion import recommenders as rec
-from companion import simulation as sim
+from companion import data
+from companion.data import preprocessing
+from companion.recsys import baselines as rec
+from companion.retention import simulation as sim
 
 
 @pytest.fixture(scope="module")

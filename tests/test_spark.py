@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion import churn, experiments, preprocessing, ranking
-from companion import recommenders as rec
-from companion import spark as cs
+from companion.data import preprocessing
+from companion.ops import spark as cs
+from companion.recsys import baselines as rec
+from companion.recsys import experiments, ranking
+from companion.retention import churn
 
 KEYS = ["user_id", "item_id", "timestamp", "invoice"]
 
@@ -20,7 +22,7 @@ def test_import_does_not_need_pyspark():
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['pyspark'] = None; import companion.spark as cs; "
+    code = ("import sys; sys.modules['pyspark'] = None; import companion.ops.spark as cs; "
             "assert cs.java_major('openjdk version \"17.0.1\"') == 17")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

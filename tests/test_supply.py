@@ -1,4 +1,4 @@
-"""Tests of companion.supply: forecasters on series with known answers, scores, inventory."""
+"""Tests of companion.apps.supply: forecasters on series with known answers, scores, inventory."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion import supply
+from companion.apps import supply
 
 
 def _lines(rows):

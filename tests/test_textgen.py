@@ -1,4 +1,4 @@
-"""Tests of the character language models, their scoring and sampling (companion.textgen)."""
+"""Tests of the character language models, their scoring and sampling (companion.apps.textgen)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion import textgen
+from companion.apps import textgen
 
 TEXTS = ["RED HEART T-LIGHT HOLDER", "SET OF 3 RED BOXES", "BLUE HEART CANDLE",
          "SET OF 6 BLUE CUPS", "CHRISTMAS TREE DECORATION", "RED RETROSPOT MUG",

@@ -11,9 +11,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from companion import ranking  # noqa: E402
-from companion import recommenders as rec  # noqa: E402
-from companion import twostage as ts  # noqa: E402
+from companion.recsys import baselines as rec  # noqa: E402
+from companion.recsys import ranking  # noqa: E402
+from companion.recsys import twostage as ts  # noqa: E402
 
 CUTOFF = pd.Timestamp("2011-09-01")
 

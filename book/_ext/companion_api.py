@@ -7,7 +7,7 @@
   taken by napoleon for ``type: description``; the first ": " of such a line becomes a
   dash, so that it is all read as description.
 * A short cross-reference in a docstring (``:class:`SASRec``` written in
-  ``companion.recommenders``, ``:meth:`Recommender.partial_fit``` in ``companion.deep``)
+  ``companion.recsys.baselines``, ``:meth:`Recommender.partial_fit``` in ``companion.recsys.deep``)
   resolves to the one documented companion object whose dotted name ends with it; a name
   that matches none or several stays unresolved and is reported as before.
 * Free prose written after the last entry of a NumPy-style section ("Parameters", ...)

@@ -1,0 +1,18 @@
+"""Operations: exporting, serving, monitoring, compressing, scaling out and tuning models.
+
+Modules
+-------
+export
+    Save fitted recommenders to disk and load them back, without pickle.
+serving
+    A recommendation service over HTTP (FastAPI on uvicorn), ready for production.
+monitoring
+    Monitoring a deployed recommender: drift of data and predictions, and delayed labels.
+compression
+    Optimising and compressing a recommender: depth against width, regularisation,
+    distillation, magnitude and structured pruning, and int8 quantisation.
+spark
+    The book's pipeline on Apache Spark: the same tables and metrics as the pandas path.
+automl
+    Hyper-parameter search with a budget: Optuna's samplers behind one small function.
+"""
