@@ -12,7 +12,7 @@ data
     preprocessing: cleaning, the interactions table, id encoders, splits in time.
 foundations
     losses, optim, nn (initialisation, early stopping), mlp, metrics, evaluation
-    (intervals and paired comparisons), embeddings (skip-gram).
+    (intervals and paired comparisons), embeddings (skip-gram), keras_helpers.
 recsys
     baselines (the recommender protocol and the classical models), deep (Keras models),
     content (cold start and context), twostage, ranking (the evaluation protocol),

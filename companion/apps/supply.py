@@ -487,7 +487,7 @@ class SequenceForecaster(_GlobalModel):
         """Fit on every origin whose targets fall in columns ``0 .. last_week``."""
         keras = require("keras", "deep")
 
-        from companion.foundations.embeddings import seed_everything
+        from companion.foundations.keras_helpers import seed_everything
 
         check_positive_int(self.epochs, name="epochs")
         y = self._check_fit(demand, last_week, week_of_year)

@@ -39,6 +39,9 @@ NON_PRODUCT_CODES = frozenset({
 NON_PRODUCT_PATTERN = re.compile(r"^gift_\d+_\d+$", re.IGNORECASE)
 
 INTERACTIONS_SCHEMA = {"user_id": "integer", "item_id": "string", "timestamp": "datetime"}
+#: The interactions of :func:`to_interactions` with their invoice and value, which the
+#: behaviour, buy-till-you-die and churn functions need.
+ORDER_INTERACTIONS_SCHEMA = {**INTERACTIONS_SCHEMA, "invoice": "string", "value": "float"}
 
 
 def standardise_columns(raw: pd.DataFrame) -> pd.DataFrame:
@@ -296,6 +299,13 @@ def to_interactions(transactions: pd.DataFrame) -> pd.DataFrame:
 def check_interactions(interactions: object, name: str = "interactions") -> pd.DataFrame:
     """Validate an interactions table (``user_id``, ``item_id``, ``timestamp`` at least)."""
     return check_frame(interactions, INTERACTIONS_SCHEMA, name=name)
+
+
+def check_order_interactions(interactions: object, name: str = "interactions"
+                             ) -> pd.DataFrame:
+    """Validate an interactions table with invoices and values (``user_id``, ``item_id``,
+    ``timestamp``, ``invoice``, ``value`` at least)."""
+    return check_frame(interactions, ORDER_INTERACTIONS_SCHEMA, name=name)
 
 
 class IdEncoder:

@@ -20,4 +20,6 @@ evaluation
     Evaluation protocols: bootstrap confidence intervals, paired comparisons and tables.
 embeddings
     Skip-gram embeddings with negative sampling (word2vec, item2vec / prod2vec) in Keras.
+keras_helpers
+    Seeding, and scoring a Keras model in chunks without retracing.
 """

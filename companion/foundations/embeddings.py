@@ -19,18 +19,7 @@ import pandas as pd
 
 from companion._checks import check_positive_int
 from companion._optional import require
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and the Keras backend.
-
-    TensorFlow's CPU kernels used here are deterministic once seeded (the tests check
-    that two fits give identical vectors). ``tf.config.experimental.enable_op_determinism``
-    is not used: in TensorFlow 2.21 it makes every ``predict`` print a C++ error line.
-    """
-    keras = require("keras", "deep")
-
-    keras.utils.set_random_seed(seed)
+from companion.foundations.keras_helpers import seed_everything
 
 
 class SkipGram:

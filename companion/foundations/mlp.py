@@ -34,7 +34,7 @@ def build_mlp(
     """
     import keras
 
-    from companion.foundations.embeddings import seed_everything
+    from companion.foundations.keras_helpers import seed_everything
 
     check_positive_int(n_features, name="n_features")
     if l2 < 0 or not 0 <= dropout < 1:

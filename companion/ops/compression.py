@@ -32,8 +32,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from companion._checks import check_positive_int
+from companion.foundations.keras_helpers import predict_in_chunks
 from companion.recsys.baselines import Recommender
-from companion.recsys.deep import KerasRecommender, _predict
+from companion.recsys.deep import KerasRecommender
 
 # ----------------------------------------------------------------------------- losses
 
@@ -173,7 +174,7 @@ class HistoryMLP(KerasRecommender):
         return self._fit_arrays(rows, rows)
 
     def _score(self, users):
-        return _predict(self.model_, self.inputs_[users], 1024)
+        return predict_in_chunks(self.model_, self.inputs_[users], 1024)
 
     def tower_parameters(self) -> int:
         """Parameters of the dense tower alone (what depth and width trade)."""
@@ -806,4 +807,4 @@ class _KerasScorer(Recommender):
             setattr(self, name, getattr(fitted, name))
 
     def _score(self, users):
-        return _predict(self.fitted.model_, users.astype(np.int32), 4096)
+        return predict_in_chunks(self.fitted.model_, users.astype(np.int32), 4096)

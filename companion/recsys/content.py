@@ -240,7 +240,7 @@ class TextEncoder:
         train on pairs of products bought in the same invoice."""
         from tqdm.auto import tqdm
 
-        from companion.foundations.embeddings import seed_everything
+        from companion.foundations.keras_helpers import seed_everything
 
         for name in ("epochs", "batch_size", "pairs_per_epoch", "max_tokens", "dim"):
             check_positive_int(getattr(self, name), name=name)
@@ -314,12 +314,12 @@ class TextEncoder:
 
     def transform(self, texts: pd.Series) -> np.ndarray:
         """Unit vectors, one row per text (zero for a text with no known token)."""
-        from companion.recsys.deep import _predict
+        from companion.foundations.keras_helpers import predict_in_chunks
 
         if not self.is_fitted():
             raise RuntimeError("this TextEncoder is not fitted yet; call fit first.")
         tokens = self._token_ids(_check_text(texts, "texts"))
-        out = _predict(self.encoder_, tokens, 8192)
+        out = predict_in_chunks(self.encoder_, tokens, 8192)
         out[~(tokens > 0).any(axis=1)] = 0.0
         return out.reshape(len(tokens), self.dim)
 
@@ -978,7 +978,7 @@ class ContextTwoTower:
         """Train on every line of ``train`` with its basket's context."""
         from tqdm.auto import tqdm
 
-        from companion.foundations.embeddings import seed_everything
+        from companion.foundations.keras_helpers import seed_everything
 
         for name in ("epochs", "batch_size", "dim", "context_dim"):
             check_positive_int(getattr(self, name), name=name)
@@ -1043,13 +1043,13 @@ class ContextTwoTower:
         return self
 
     def _cache(self) -> None:
-        from companion.recsys.deep import _predict
+        from companion.foundations.keras_helpers import predict_in_chunks
 
-        self.item_vectors_ = _predict(self.item_, np.arange(self.n_items_, dtype=np.int32))
+        self.item_vectors_ = predict_in_chunks(self.item_, np.arange(self.n_items_, dtype=np.int32))
 
     def score_baskets(self, baskets: pd.DataFrame) -> np.ndarray:
         """Scores of every product for each basket's customer and context."""
-        from companion.recsys.deep import _predict
+        from companion.foundations.keras_helpers import predict_in_chunks
 
         if not hasattr(self, "item_vectors_"):
             raise RuntimeError("this ContextTwoTower is not fitted yet; call fit first.")
@@ -1062,5 +1062,5 @@ class ContextTwoTower:
             raise ValueError(f"{int((~known).sum())} basket(s) belong to customers unseen in "
                              f"training, e.g. {bad}.")
         ctx = self.codes_.transform(baskets)
-        vectors = _predict(self.query_, [users.astype(np.int32), ctx])
+        vectors = predict_in_chunks(self.query_, [users.astype(np.int32), ctx])
         return vectors @ self.item_vectors_.T

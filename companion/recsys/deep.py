@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from companion._checks import check_positive_int
 from companion._optional import require
-from companion.foundations.embeddings import seed_everything
+from companion.foundations.keras_helpers import predict_in_chunks, seed_everything
 from companion.foundations.nn import EarlyStopping
 from companion.recsys.baselines import Recommender
 
@@ -84,21 +84,6 @@ class KerasRecommender(Recommender):
         return int(sum(np.prod(w.shape) for w in self.model_.trainable_weights))
 
 
-def _predict(model, inputs, batch_size: int = 1 << 15) -> np.ndarray:
-    """Call a Keras model eagerly in chunks.
-
-    ``model.predict`` builds a new traced function whenever the input shape changes, and
-    TensorFlow then prints retracing warnings; scoring calls the model directly instead.
-    """
-    single = not isinstance(inputs, list | tuple)
-    arrays = [inputs] if single else list(inputs)
-    n = len(arrays[0])
-    parts = []
-    for lo in range(0, n, batch_size):
-        chunk = [a[lo:lo + batch_size] for a in arrays]
-        out = model(chunk[0] if single else chunk, training=False)
-        parts.append(np.asarray(out, dtype=np.float32))
-    return np.concatenate(parts) if parts else np.empty((0,), np.float32)
 
 
 def _validation_ndcg(model: Recommender, task) -> float:
@@ -237,7 +222,7 @@ class NeuMF(KerasRecommender):
         n_items = self.n_items_
         u = np.repeat(users.astype(np.int32), n_items)
         i = np.tile(np.arange(n_items, dtype=np.int32), len(users))
-        return _predict(self.model_, [u, i], 1 << 16).reshape(len(users), n_items)
+        return predict_in_chunks(self.model_, [u, i], 1 << 16).reshape(len(users), n_items)
 
 
 _MAX_WORDS = 12  # description words kept per item by the two-tower model
@@ -409,8 +394,9 @@ class TwoTower(KerasRecommender):
     def _after_fit(self):
         user_tower, item_tower = self._towers()
         all_users = np.arange(self.n_users_, dtype=np.int32)
-        self.user_vectors_ = _predict(user_tower, [all_users, self.context_[all_users]], 8192)
-        self.item_vectors_ = _predict(
+        self.user_vectors_ = predict_in_chunks(
+            user_tower, [all_users, self.context_[all_users]], 8192)
+        self.item_vectors_ = predict_in_chunks(
             item_tower, [np.arange(self.n_items_, dtype=np.int32), self.tokens_], 8192)
 
     def _score(self, users):
@@ -531,7 +517,7 @@ class SASRec(KerasRecommender):
             seq = self.histories_[u][-self.max_len:]
             if len(seq):
                 x[row, -len(seq):] = seq
-        h = _predict(self._encoder(), x, 1024)[:, -1]
+        h = predict_in_chunks(self._encoder(), x, 1024)[:, -1]
         return h @ self.item_vectors_.T
 
 

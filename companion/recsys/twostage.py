@@ -709,7 +709,7 @@ class KerasListwiseRanker:
         """Fit on rows grouped by query, as :meth:`LightGBMRanker.fit`."""
         keras = require("keras", "deep")
 
-        from companion.foundations.embeddings import seed_everything
+        from companion.foundations.keras_helpers import seed_everything
 
         check_positive_int(self.epochs, name="epochs")
         check_positive_int(self.batch_size, name="batch_size")

@@ -10,14 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from companion._checks import check_frame
-
-_SCHEMA = {"user_id": "integer", "item_id": "string", "timestamp": "datetime",
-           "invoice": "string", "value": "float"}
-
-
-def _check(interactions: object) -> pd.DataFrame:
-    return check_frame(interactions, _SCHEMA, name="interactions")
+from companion.data.preprocessing import check_order_interactions
 
 
 def monthly_activity(interactions: pd.DataFrame) -> pd.DataFrame:
@@ -26,7 +19,7 @@ def monthly_activity(interactions: pd.DataFrame) -> pd.DataFrame:
     Returns a frame indexed by month (a ``Period``) with columns ``customers``,
     ``new_customers``, ``returning_customers``, ``invoices`` and ``revenue``.
     """
-    frame = _check(interactions)
+    frame = check_order_interactions(interactions)
     month = frame["timestamp"].dt.to_period("M")
     first_month = frame.groupby("user_id")["timestamp"].transform("min").dt.to_period("M")
     grouped = frame.assign(month=month, new=(month == first_month))
@@ -43,7 +36,7 @@ def monthly_activity(interactions: pd.DataFrame) -> pd.DataFrame:
 
 def repeat_purchase_rate(interactions: pd.DataFrame) -> float:
     """Share of customers who placed more than one invoice."""
-    frame = _check(interactions)
+    frame = check_order_interactions(interactions)
     invoices = frame.groupby("user_id")["invoice"].nunique()
     return float((invoices > 1).mean())
 
@@ -58,7 +51,7 @@ def cohort_retention(interactions: pd.DataFrame) -> pd.DataFrame:
 
     .. math::  r_{c,k} = \\frac{|\\{u \\in C_c : u \\text{ buys in month } c+k\\}|}{|C_c|}
     """
-    frame = _check(interactions)
+    frame = check_order_interactions(interactions)
     ts = frame["timestamp"]
     month = (ts.dt.year * 12 + ts.dt.month - 1).to_numpy()  # months since year 0
     cohort = pd.Series(month).groupby(frame["user_id"].to_numpy()).transform("min").to_numpy()
@@ -107,7 +100,7 @@ def rfm_features(interactions: pd.DataFrame, cutoff: object) -> pd.DataFrame:
     """
     from companion._checks import check_timestamp
 
-    frame = _check(interactions)
+    frame = check_order_interactions(interactions)
     cut = check_timestamp(cutoff, name="cutoff")
     first, last = frame["timestamp"].min(), frame["timestamp"].max()
     if not first < cut <= last + pd.Timedelta(days=1):
@@ -133,7 +126,7 @@ def future_value(interactions: pd.DataFrame, cutoff: object, horizon_days: int) 
     """
     from companion._checks import check_positive_int, check_timestamp
 
-    frame = _check(interactions)
+    frame = check_order_interactions(interactions)
     cut = check_timestamp(cutoff, name="cutoff")
     end = cut + pd.Timedelta(days=check_positive_int(horizon_days, name="horizon_days"))
     if end > frame["timestamp"].max() + pd.Timedelta(days=1):
@@ -205,7 +198,7 @@ def characteristic_items(interactions: pd.DataFrame, groups: pd.Series, n: int =
     by the share of all customers who did (lift), among items bought by at least
     ``min_customers`` customers of the group.
     """
-    frame = _check(interactions)
+    frame = check_order_interactions(interactions)
     pairs = frame[["user_id", "item_id"]].drop_duplicates()
     pairs = pairs[pairs["user_id"].isin(groups.index)]
     pairs = pairs.assign(group=groups.reindex(pairs["user_id"]).to_numpy())
@@ -231,7 +224,7 @@ def period_retention(interactions: pd.DataFrame, start: object, middle: object,
     """
     from companion._checks import check_timestamp
 
-    frame = _check(interactions)
+    frame = check_order_interactions(interactions)
     a, b, c = (check_timestamp(t, name=n) for t, n in
                ((start, "start"), (middle, "middle"), (end, "end")))
     if not a < b < c:
@@ -262,7 +255,7 @@ def basket_overlap(interactions: pd.DataFrame, min_baskets: int = 3) -> pd.DataF
     if min_baskets < 3:
         raise ValueError(f"min_baskets must be at least 3 (last, previous, first distinct), "
                          f"got {min_baskets}.")
-    frame = _check(interactions)[["user_id", "item_id", "invoice", "timestamp"]]
+    frame = check_order_interactions(interactions)[["user_id", "item_id", "invoice", "timestamp"]]
     order = (frame.groupby(["user_id", "invoice"])["timestamp"].min()
              .groupby(level=0).rank(method="first").astype(int).rename("position"))
     frame = frame.join(order, on=["user_id", "invoice"]).drop_duplicates(

@@ -268,9 +268,9 @@ def rfm_summary(interactions: pd.DataFrame, cutoff: object) -> pd.DataFrame:
     repeat purchase days, ``recency`` is the days from the first to the last purchase day
     and ``age`` the days from the first purchase day to ``cutoff``.
     """
-    from companion.retention.behaviour import _check as check_interactions
+    from companion.data.preprocessing import check_order_interactions
 
-    frame = check_interactions(interactions)
+    frame = check_order_interactions(interactions)
     cut = check_timestamp(cutoff, name="cutoff")
     past = frame[frame["timestamp"] < cut]
     if past.empty:

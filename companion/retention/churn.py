@@ -33,7 +33,7 @@ import pandas as pd
 
 from companion._checks import check_positive_int, check_timestamp
 from companion._optional import require
-from companion.retention.behaviour import _check as check_interactions
+from companion.data.preprocessing import check_order_interactions
 from companion.retention.behaviour import rfm_features
 
 #: default horizon; chapter 6 justifies it from the inter-purchase times
@@ -48,7 +48,7 @@ STACKED_SEQUENCE_PARAMS = {"pool": 4, "batch_size": 512, "learning_rate": 4e-3,
 
 def inter_purchase_days(interactions: pd.DataFrame) -> pd.Series:
     """Days between consecutive invoices of the same customer (one value per gap)."""
-    frame = check_interactions(interactions)
+    frame = check_order_interactions(interactions)
     invoices = (frame.groupby(["user_id", "invoice"], observed=True)["timestamp"].min()
                 .reset_index().sort_values(["user_id", "timestamp"], kind="stable"))
     gaps = invoices.groupby("user_id")["timestamp"].diff().dropna()
@@ -77,7 +77,7 @@ def _check_window(frame: pd.DataFrame, cutoff: object, horizon_days: int | None,
 def active_customers(interactions: pd.DataFrame, cutoff: object, active_days: int = 365
                      ) -> pd.Index:
     """Customers with a purchase in ``[cutoff - active_days, cutoff)``, sorted."""
-    frame = check_interactions(interactions)
+    frame = check_order_interactions(interactions)
     cut = _check_window(frame, cutoff, None, active_days)
     recent = frame[(frame["timestamp"] < cut)
                    & (frame["timestamp"] >= cut - pd.Timedelta(days=active_days))]
@@ -90,7 +90,7 @@ def churn_labels(interactions: pd.DataFrame, cutoff: object,
 
     Raises if the cutoff lies outside the data or the horizon runs past its end.
     """
-    frame = check_interactions(interactions)
+    frame = check_order_interactions(interactions)
     cut = _check_window(frame, cutoff, horizon_days, active_days)
     customers = active_customers(frame, cut, active_days)
     end = cut + pd.Timedelta(days=horizon_days)
@@ -112,7 +112,7 @@ def churn_features(interactions: pd.DataFrame, cutoff: object, *, active_days: i
     of :func:`companion.data.preprocessing.clean_transactions`), ``return_lines`` and
     ``return_share`` (returned value over bought value).
     """
-    frame = check_interactions(interactions)
+    frame = check_order_interactions(interactions)
     cut = _check_window(frame, cutoff, None, active_days)
     customers = active_customers(frame, cut, active_days)
     past = frame[(frame["timestamp"] < cut) & frame["user_id"].isin(set(customers))]
@@ -152,7 +152,7 @@ def activity_sequences(interactions: pd.DataFrame, cutoff: object, customers: pd
     Channel 0 is the number of invoices in the week, channel 1 ``log1p`` of the value
     spent; the last step is the week just before the cutoff.
     """
-    frame = check_interactions(interactions)
+    frame = check_order_interactions(interactions)
     cut = check_timestamp(cutoff, name="cutoff")
     check_positive_int(weeks, name="weeks")
     start = cut - pd.Timedelta(weeks=weeks)
@@ -222,7 +222,7 @@ def churn_dataset(interactions: pd.DataFrame, cutoff: object,
                   horizon_days: int = DEFAULT_HORIZON_DAYS, *, active_days: int = 365,
                   weeks: int = 52, returns: pd.DataFrame | None = None) -> ChurnData:
     """Everything a churn model needs at ``cutoff``, with its labels and future spend."""
-    frame = check_interactions(interactions)
+    frame = check_order_interactions(interactions)
     cut = _check_window(frame, cutoff, horizon_days, active_days)
     labels = churn_labels(frame, cut, horizon_days, active_days)
     features = churn_features(frame, cut, active_days=active_days, returns=returns)
@@ -484,7 +484,7 @@ class SequenceChurn(_ChurnModel):
     def fit(self, data: ChurnData) -> SequenceChurn:
         keras = require("keras", "deep")
 
-        from companion.foundations.embeddings import seed_everything
+        from companion.foundations.keras_helpers import seed_everything
 
         data = self._check_data(data)
         check_positive_int(self.epochs, name="epochs")
@@ -527,10 +527,10 @@ class SequenceChurn(_ChurnModel):
         return self
 
     def predict_proba(self, data: ChurnData) -> np.ndarray:
-        from companion.recsys.deep import _predict
+        from companion.foundations.keras_helpers import predict_in_chunks
 
         self._check_fitted()
-        return _predict(self.model_, self._inputs(self._check_data(data)), 4096).ravel()
+        return predict_in_chunks(self.model_, self._inputs(self._check_data(data)), 4096).ravel()
 
 
 def pooling_cost(data: ChurnData, pools: Sequence[int] = (1, 4), *, rows: int = 20_000,

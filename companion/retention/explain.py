@@ -102,7 +102,7 @@ class FeatureMLP(_ChurnModel):
         """Train on ``data``; returns ``self``."""
         import keras
 
-        from companion.foundations.embeddings import seed_everything
+        from companion.foundations.keras_helpers import seed_everything
 
         data = self._check_data(data)
         check_positive_int(self.epochs, name="epochs")
@@ -130,10 +130,10 @@ class FeatureMLP(_ChurnModel):
 
     def predict_proba(self, data: ChurnData) -> np.ndarray:
         """Churn probability of each row of ``data``."""
-        from companion.recsys.deep import _predict
+        from companion.foundations.keras_helpers import predict_in_chunks
 
         x = self.standardise(data)
-        return _predict(self.model_, x, 1 << 15).ravel()
+        return predict_in_chunks(self.model_, x, 1 << 15).ravel()
 
 
 def attribution_table(attributions: np.ndarray, columns) -> pd.DataFrame:
@@ -215,7 +215,7 @@ def sasrec_deletion_test(model, user_ids, *, seed: int = 0) -> pd.DataFrame:
     than any earlier one) and the absolute change of the top item's logit for each deletion
     (``most``, ``least``, ``random``).
     """
-    from companion.recsys.deep import _predict
+    from companion.foundations.keras_helpers import predict_in_chunks
 
     items, weights = sasrec_attention(model, user_ids)
     x = _sasrec_inputs(model, user_ids)
@@ -228,7 +228,7 @@ def sasrec_deletion_test(model, user_ids, *, seed: int = 0) -> pd.DataFrame:
     vectors = model.item_vectors_
 
     def logits(batch: np.ndarray) -> np.ndarray:
-        return _predict(model._encoder(), batch, 1024)[:, -1] @ vectors.T
+        return predict_in_chunks(model._encoder(), batch, 1024)[:, -1] @ vectors.T
 
     base = logits(x)
     top = base.argmax(axis=1)
