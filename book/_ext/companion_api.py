@@ -14,7 +14,8 @@
   would be read by napoleon as one more parameter; it is put under a "Notes" heading.
 * ``|word|`` in a docstring is text (``|relevant|`` in a formula), not an RST
   substitution; the bars are escaped. An inline literal glued to the next word
-  (````metric````@k) gets the escaped space RST needs to end it.
+  (````metric````@k) gets the escaped space RST needs to end it. Neither touches inline
+  literals, roles, or the body of a directive (``.. math::``) or literal block.
 """
 
 from __future__ import annotations
@@ -41,8 +42,24 @@ def _no_inline_type(app: Sphinx, what: str, name: str, obj, options, lines: list
 
 _SECTIONS = ("Parameters", "Returns", "Yields", "Raises", "Attributes", "Other Parameters",
              "Examples")
-_GLUED_LITERAL = re.compile(r"(``[^`\s][^`]*``)(?=[^\s.,;:!?)\]}'\"/\\-])")
-_BARS = re.compile(r"(?<![\\`|])\|(\w[\w ]*?)\|(?!\|)")
+# inline literals (``x``) and roles or interpreted text (`x`): left as they are
+_SPANS = re.compile(r"``[^`\s](?:[^`]*[^`\s])?``|`[^`]+`")
+_ENDS_A_LITERAL = set(" .,;:!?)]}'\"/\\-")  # characters that may follow ``x`` directly
+_BARS = re.compile(r"(?<![\\|])\|(\w[\w ]*?)\|(?!\|)")
+
+
+def _escape_text(line: str) -> str:
+    """Escape ``|word|`` outside literals and roles, and end each inline literal that is
+    glued to the next word with an escaped space."""
+    out, pos = [], 0
+    for span in _SPANS.finditer(line):
+        out += [_BARS.sub(r"\\|\1\\|", line[pos:span.start()]), span.group(0)]
+        after = line[span.end():span.end() + 1]
+        if span.group(0).startswith("``") and after and after not in _ENDS_A_LITERAL:
+            out.append("\\ ")
+        pos = span.end()
+    out.append(_BARS.sub(r"\\|\1\\|", line[pos:]))
+    return "".join(out)
 
 
 def _is_prose(lines: list[str], i: int) -> bool:
@@ -63,9 +80,15 @@ def _notes_after_sections(app: Sphinx, what: str, name: str, obj, options,
         if in_section and _is_prose(lines, i):
             lines[i:i] = ["Notes", "-----"]
             break
+    block = None  # indentation of the directive or "::" paragraph whose body we are in
     for i, line in enumerate(lines):
-        line = _BARS.sub(r"\\|\1\\|", line)
-        lines[i] = _GLUED_LITERAL.sub(r"\1\\ ", line)
+        indent = len(line) - len(line.lstrip())
+        if block is not None and (not line.strip() or indent > block):
+            continue  # maths, code and other directive bodies are not prose
+        block = None
+        lines[i] = _escape_text(line)
+        if line.rstrip().endswith("::"):
+            block = indent
 
 
 def _resolve_short(app: Sphinx, env, node, contnode):
