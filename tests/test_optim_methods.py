@@ -270,3 +270,11 @@ def test_training_recipes_restore_the_best_weights_and_remove_the_penalty():
     # with the penalty taken out, a strong L2 gives a plain log loss, not loss + penalty
     assert set(out["l2"]) == {0.1}
     assert 0 < out["l2"][0.1] < 1.0
+    # the histories behind the rows: one loss per epoch, the rows' numbers among them
+    curves = out["histories"]
+    assert set(curves["schedules"]) == set(out["schedules"]) and set(curves["l2"]) == {"λ = 0.1"}
+    for name, row in out["schedules"].items():
+        h = curves["schedules"][name]
+        assert len(h["loss"]) == len(h["val_loss"]) == 3
+        assert (min(h["val_loss"]), h["val_loss"][-1]) == (row["best"], row["final"])
+    assert len(curves["l2"]["λ = 0.1"]["val_loss"]) == 3

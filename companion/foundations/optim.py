@@ -679,7 +679,9 @@ def training_recipes(X_train, y_train, X_val, y_val, *, seed: int = 0,
       initial weights: best and final validation loss;
     * ``l2``: a network of two layers of 256 units trained on ``l2_rows`` training rows
       for ``epochs`` epochs with each L2 strength of ``l2_values``: the final validation
-      loss without the penalty term.
+      loss without the penalty term;
+    * ``histories``: the Keras histories (training and validation loss per epoch) of the
+      ``schedules`` runs, by schedule, and of the ``l2`` runs, by ``"λ = <value>"``.
     """
     keras = require("keras", "deep")
 
@@ -703,19 +705,27 @@ def training_recipes(X_train, y_train, X_val, y_val, *, seed: int = 0,
         "reduce on plateau": (1e-3, [keras.callbacks.ReduceLROnPlateau(factor=0.5,
                                                                        patience=3)]),
     }
-    scheduled = {}
+    scheduled, histories = {}, {"schedules": {}, "l2": {}}
     for name, (rate, callbacks) in schedules.items():
         net = build_mlp(n_features, (128, 64), seed=seed)
         net.compile(optimizer=keras.optimizers.Adam(rate), loss="binary_crossentropy")
-        h = net.fit(X_train, y_train, validation_data=(X_val, y_val), epochs=epochs,
-                    batch_size=256, callbacks=callbacks, verbose=0).history["val_loss"]
-        scheduled[name] = {"best": float(min(h)), "final": float(h[-1])}
+        h = _losses(net.fit(X_train, y_train, validation_data=(X_val, y_val), epochs=epochs,
+                            batch_size=256, callbacks=callbacks, verbose=0).history)
+        histories["schedules"][name] = h
+        scheduled[name] = {"best": min(h["val_loss"]), "final": h["val_loss"][-1]}
     small = np.random.default_rng(seed).choice(len(y_train), l2_rows, replace=False)
     penalised = {}
     for lam in l2_values:
         net = build_mlp(n_features, (256, 256), l2=lam, seed=seed)
-        net.fit(X_train[small], y_train[small], validation_data=(X_val, y_val),
-                epochs=epochs, batch_size=32, verbose=0)
+        histories["l2"][f"λ = {lam:g}"] = _losses(net.fit(
+            X_train[small], y_train[small], validation_data=(X_val, y_val), epochs=epochs,
+            batch_size=32, verbose=0).history)
         penalty = sum(float(keras.ops.sum(term)) for term in net.losses)
         penalised[lam] = float(net.evaluate(X_val, y_val, verbose=0)) - penalty
-    return {"early_stopping": early, "schedules": scheduled, "l2": penalised}
+    return {"early_stopping": early, "schedules": scheduled, "l2": penalised,
+            "histories": histories}
+
+
+def _losses(history: dict) -> dict[str, list[float]]:
+    """The training and validation loss of a Keras history, as plain floats."""
+    return {key: [float(v) for v in history[key]] for key in ("loss", "val_loss")}
