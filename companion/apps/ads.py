@@ -16,6 +16,7 @@ import pandas as pd
 
 from companion._checks import check_positive_int
 from companion._optional import require
+from companion.foundations.keras_helpers import predict_in_chunks
 
 #: Calendar order of the months present in the Online Shoppers data (no January or April).
 SHOPPERS_MONTH_ORDER = ("Feb", "Mar", "May", "June", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -240,8 +241,8 @@ class TabularNet:
         """Probability of a purchase, one per row."""
         if not hasattr(self, "model_"):
             raise RuntimeError("this TabularNet is not fitted yet; call fit first.")
-        return self.model_.predict(self._inputs(X), verbose=0, batch_size=4096).ravel(
-        ).astype(float)
+        # called eagerly in chunks: model.predict retraces (and warns) for every new shape
+        return predict_in_chunks(self.model_, self._inputs(X), 4096).ravel().astype(float)
 
 
 # --------------------------------------------------------------------------------------
