@@ -1,7 +1,7 @@
 """Applications beyond recommendation: ads, bandits, text generation, supply chain.
 
-Modules
--------
+Its modules:
+
 ads
     Ad targeting on web sessions: a time-honest split, deep-and-cross and Wide & Deep
     networks in Keras, calibration and budgeted targeting.

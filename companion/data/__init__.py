@@ -1,7 +1,7 @@
 """Data: the real UCI files, the synthetic shop, and turning orders into interactions.
 
-Modules
--------
+Its modules:
+
 schema
     Column schemas of the three UCI data sets, and their attribution.
 sources

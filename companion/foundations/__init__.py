@@ -3,8 +3,8 @@
 Losses, optimisers, initialisation, metrics, evaluation with intervals, embeddings and
 the one multilayer perceptron the chapters share. Nothing here knows about recommenders.
 
-Modules
--------
+Its modules:
+
 losses
     Teaching implementations of the six losses of chapter 3, with their gradients.
 optim

@@ -1,7 +1,7 @@
 """Operations: exporting, serving, monitoring, compressing, scaling out and tuning models.
 
-Modules
--------
+Its modules:
+
 export
     Save fitted recommenders to disk and load them back, without pickle.
 serving

@@ -3,8 +3,8 @@
 Every recommender follows the protocol of :class:`companion.recsys.baselines.Recommender`:
 ``fit(interactions)``, ``score(user_ids)``, ``recommend(user_ids, k)``.
 
-Modules
--------
+Its modules:
+
 baselines
     The recommender protocol, and the classical recommenders that are the book's
     baselines.

@@ -1,7 +1,7 @@
 """Retention: customer behaviour, buy-till-you-die, churn, after-sales, simulation.
 
-Modules
--------
+Its modules:
+
 behaviour
     Descriptive customer behaviour: activity per month, repeat purchase and cohort
     retention.
