@@ -15,8 +15,9 @@ foundations
     (intervals and paired comparisons), embeddings (skip-gram), keras_helpers.
 recsys
     baselines (the recommender protocol and the classical models), deep (Keras models),
-    content (cold start and context), twostage, ranking (the evaluation protocol),
-    experiments (tuning and seeds), incremental, federated.
+    content (cold start and context), content_studies (their studies), twostage,
+    ranking (the evaluation protocol), experiments (tuning and seeds), incremental,
+    federated.
 retention
     behaviour, btyd (BG/NBD), churn, aftersales, simulation, explain.
 apps
