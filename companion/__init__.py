@@ -23,7 +23,8 @@ retention
 apps
     ads, bandits (and off-policy evaluation), textgen, supply.
 ops
-    export, serving, monitoring, compression, spark, automl.
+    export, serving, monitoring, compression, spark, scale_out (pandas against Spark),
+    automl.
 top level
     cli and shop (a shop's own export, end to end), plotting, book (notebook helpers),
     cache (memoised results), _checks (input checks), _optional (the extras),
