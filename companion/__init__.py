@@ -15,14 +15,16 @@ foundations
     (intervals and paired comparisons), embeddings (skip-gram), keras_helpers.
 recsys
     baselines (the recommender protocol and the classical models), deep (Keras models),
-    content (cold start and context), twostage, ranking (the evaluation protocol),
-    experiments (tuning and seeds), incremental, federated.
+    content (cold start and context), content_studies (their studies), twostage,
+    ranking (the evaluation protocol), experiments (tuning and seeds), incremental,
+    federated.
 retention
     behaviour, btyd (BG/NBD), churn, aftersales, simulation, explain.
 apps
     ads, bandits (and off-policy evaluation), textgen, supply.
 ops
-    export, serving, monitoring, compression, spark, automl.
+    export, serving, monitoring, compression, spark, scale_out (pandas against Spark),
+    automl.
 top level
     cli and shop (a shop's own export, end to end), plotting, book (notebook helpers),
     cache (memoised results), _checks (input checks), _optional (the extras),

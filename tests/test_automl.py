@@ -84,3 +84,26 @@ def test_bad_budgets_and_options():
         automl.search(lambda p: float("nan"), SPACE, n_trials=2)
     with pytest.raises(ValueError, match="configs"):
         automl.run_configs(objective, [])
+
+
+def test_search_against_grid_tunes_on_validation_and_tests_the_winners(interactions):
+    from companion.recsys import experiments, ranking
+
+    split = experiments.last_days_split(interactions, window_days=30)
+    validation = ranking.RankingTask.from_time_split(split, "validation")
+    test = ranking.RankingTask.from_time_split(split, "test")
+    fixed = dict(dim=4, learning_rate=0.05, batch_size=128, seed=0)
+    grid = [dict(fixed, epochs=1), dict(fixed, epochs=3)]
+    space = {"epochs": ("int", 1, 3)}
+    out = automl.search_against_grid(validation, test, grid, space, fixed,
+                                     n_startup_trials=1, seed=0)
+    assert len(out["hand"]) == len(out["tpe"]) == len(grid)  # equal budgets by default
+    assert out["best"]["hand-made grid"] == grid[int(out["hand"]["value"].idxmax())]
+    assert set(out["best"]["Optuna TPE"]) == {*fixed, "epochs"}
+    assert 1 <= out["best"]["Optuna TPE"]["epochs"] <= 3
+    for series in out["test"].values():
+        assert series.index.equals(test.truth["all"].index)
+    with pytest.raises(ValueError, match="either tuned or fixed"):
+        automl.search_against_grid(validation, test, grid, space, dict(fixed, epochs=2))
+    with pytest.raises(TypeError, match="RankingTask"):
+        automl.search_against_grid(split.validation, test, grid, space, fixed)

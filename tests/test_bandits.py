@@ -226,3 +226,29 @@ def test_replay_follows_the_context_and_the_seed():
     again = b.replay(b.ThompsonSampling(2), log, seed=3)
     assert np.array_equal(first.events, again.events)
     assert not np.array_equal(first.events, b.replay(b.ThompsonSampling(2), log, seed=4).events)
+
+
+def test_replay_runs_replays_every_policy_on_every_log():
+    r = bernoulli(6000, seed=3)
+    policies = {"Thompson": lambda: b.ThompsonSampling(4),
+                "greedy": lambda: b.EpsilonGreedy(4, epsilon=0.1)}
+    best = int(r.mean(axis=0).argmax())
+    runs = b.replay_runs(r, None, policies, np.full(4, 0.25), fixed_arm=best,
+                         fixed_name="always best", seeds=range(3))
+    assert set(runs) == {(n, s) for n in ("Thompson", "greedy", "always best")
+                         for s in range(3)}
+    for s in range(3):  # the log of seed s is log_policy's with seed 100 + s
+        log = b.log_policy(r, np.full(4, 0.25), seed=100 + s)
+        fixed = runs[("always best", s)]
+        np.testing.assert_array_equal(fixed.events, np.flatnonzero(log.arms == best))
+        assert fixed.value == pytest.approx(r[log.arms == best, best].mean())
+        want = b.replay(b.ThompsonSampling(4), log, seed=s)
+        np.testing.assert_array_equal(runs[("Thompson", s)].events, want.events)
+    # about a quarter of the visits kept, and the fixed arm's value is the true one
+    kept = np.mean([len(runs[("greedy", s)].events) for s in range(3)]) / len(r)
+    assert 0.2 < kept < 0.3
+    with pytest.raises(ValueError, match="fixed_arm"):
+        b.replay_runs(r, None, policies, np.full(4, 0.25), fixed_arm=4, fixed_name="x")
+    with pytest.raises(ValueError, match="fixed_name"):
+        b.replay_runs(r, None, policies, np.full(4, 0.25), fixed_arm=0,
+                      fixed_name="greedy")

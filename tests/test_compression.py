@@ -328,3 +328,29 @@ def test_build_source_model_runs_the_printed_code():
     assert model.count_params() == (4 * 8 + 8) + (8 * 8 + 8) + (8 * 3 + 3)
     with pytest.raises(ValueError, match="failed"):
         compression.build_source_model(code.replace("num_classes", "classes"), "tower", 1, 2)
+
+
+# ----------------------------------------------------------------------------- depth and width
+
+
+def test_tower_point_measures_one_tower_on_the_validation_task(interactions):
+    from companion.recsys import experiments, ranking
+
+    split = experiments.last_days_split(interactions, window_days=30)
+    task = ranking.RankingTask.from_time_split(split, "validation")
+    point = compression.tower_point(split, task, (6, 5), l1=1e-4, dim=4, epochs=2, seed=0)
+    assert point["tower"] == "6 x 5" and (point["l1"], point["l2"]) == (1e-4, 0.0)
+    assert point["tower parameters"] == compression.tower_parameters(4, (6, 5))
+    assert point["parameters"] > point["tower parameters"]
+    assert 1 <= point["epochs"] <= 2 and np.isfinite(point["training loss"])
+    assert set(point["per_user"]) == {"all", "new"}
+    assert len(point["per_user"]["all"]) == len(task.truth["all"])
+    assert point["validation NDCG@10"] == pytest.approx(
+        np.mean([v.mean() for v in point["per_user"].values()]))
+    assert 0.0 <= point["weights below 1e-3"] < 1.0
+    again = compression.tower_point(split, task, (6, 5), l1=1e-4, dim=4, epochs=2, seed=0)
+    assert again["validation NDCG@10"] == pytest.approx(point["validation NDCG@10"])
+    with pytest.raises(ValueError, match="hidden"):
+        compression.tower_point(split, task, (), dim=4, epochs=1)
+    with pytest.raises(TypeError, match="RankingTask"):
+        compression.tower_point(split, split.validation, (4,), dim=4, epochs=1)

@@ -99,3 +99,21 @@ def test_bad_input(split):
         experiments.last_days_split(split.train, window_days=0)
     with pytest.raises(ValueError, match="'user_id'"):
         experiments.last_days_split(pd.DataFrame({"x": [1]}))
+
+
+def test_scaling_point_trains_on_the_last_months_and_scores_everyone(split):
+    task = ranking.RankingTask.from_time_split(split, "validation")
+    short = experiments.scaling_point(split, task, "MF", 4, 2, mf_epochs=2, seed=0)
+    assert set(short) == {"model", "dim", "months", "parameters", "validation NDCG@10",
+                          "epochs"}
+    assert (short["model"], short["dim"], short["months"]) == ("MF", 4, 2)
+    assert 1 <= short["epochs"] <= 2 and 0.0 <= short["validation NDCG@10"] <= 1.0
+    long = experiments.scaling_point(split, task, "MF", 4, 24, mf_epochs=2, seed=0)
+    # two months of history know fewer customers and products: fewer factors
+    assert short["parameters"] < long["parameters"]
+    sasrec = experiments.scaling_point(split, task, "SASRec", 4, 24, sasrec_epochs=1)
+    assert sasrec["model"] == "SASRec" and sasrec["epochs"] == 1
+    with pytest.raises(ValueError, match="model_name"):
+        experiments.scaling_point(split, task, "LSTM", 4, 2)
+    with pytest.raises(TypeError, match="RankingTask"):
+        experiments.scaling_point(split, split.validation, "MF", 4, 2)

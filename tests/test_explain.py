@@ -121,3 +121,42 @@ def test_sasrec_deletion_test(interactions, sasrec):
     again = explain.sasrec_deletion_test(sasrec, users, seed=0)
     np.testing.assert_allclose(again[["most", "least", "random"]],
                                table[["most", "least", "random"]], rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- studies
+
+
+def test_fit_and_explain_explains_both_models_on_the_test_customers(churn_data):
+    train, test = churn_data
+    out = explain.fit_and_explain(train, test, steps=64, n_repeats=2, mlp_epochs=3)
+    n, columns = len(test.labels), out["columns"]
+    assert set(out["proba"]) == {"trees", "Keras MLP"}
+    for proba in out["proba"].values():
+        assert proba.shape == (n,) and ((proba >= 0) & (proba <= 1)).all()
+    assert out["ig"].shape == (n, len(columns)) and out["ig gap"].shape == (n,)
+    # completeness: each customer's attributions add up to the change of the logit
+    np.testing.assert_allclose(out["ig"].sum(axis=1), out["ig gap"], rtol=0.05, atol=0.02)
+    for name in ("perm trees", "perm mlp"):
+        assert set(out[name].index) <= set(columns) and "AUC drop" in out[name]
+    assert 1 <= out["best epoch"] <= out["epochs"] <= 3
+    with pytest.raises(TypeError, match="train must be a ChurnData"):
+        explain.fit_and_explain(train.features, test)
+
+
+def test_attention_study_draws_customers_and_reads_their_attention(interactions):
+    cutoff = "2011-09-01"
+    past = interactions[interactions["timestamp"] < cutoff]
+    customers = past["user_id"].unique()
+    out = explain.attention_study(interactions, cutoff, customers, n_users=6, dim=8,
+                                  epochs=1, seed=0)
+    assert out["purchases"] == len(past) and out["max_len"] == 20
+    assert len(set(out["users"])) == 6 and set(out["users"]) <= set(customers)
+    assert out["items"].shape == (6, 20) and out["weights"].shape == (6, 2, 20, 20)
+    # the last row (it scores the next purchase) spreads the attention over the positions
+    np.testing.assert_allclose(out["weights"][:, :, -1, :].sum(axis=-1), 1.0, atol=1e-5)
+    assert set(out["deletion"]["user_id"]) <= set(out["users"])
+    same = explain.attention_study(interactions, cutoff, customers[::-1], n_users=6, dim=8,
+                                   epochs=1, seed=0)
+    np.testing.assert_array_equal(same["users"], out["users"])  # the draw is sorted first
+    with pytest.raises(ValueError, match="n_users"):
+        explain.attention_study(interactions, cutoff, customers[:3], n_users=6)

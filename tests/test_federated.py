@@ -151,3 +151,68 @@ def test_partial_fit_and_transfer(shop):
     np.testing.assert_allclose(got.to_numpy(), items.reindex(got.index).to_numpy())
     task = ranking.RankingTask.from_split(early, late)
     assert ranking.evaluate(model, task, tasks=("all",))["all"]["NDCG"].between(0, 1).all()
+
+
+# ----------------------------------------------------------------------------- studies
+
+
+@pytest.fixture(scope="module")
+def two_periods(shop):
+    """An earlier period and a later one, with ten customers who skip the later training
+    part and come back in its test window."""
+    from companion.recsys import experiments
+
+    interactions, countries = shop
+    cut = interactions["timestamp"].min() + pd.DateOffset(months=3)
+    earlier = interactions[interactions["timestamp"] < cut]
+    later = interactions[interactions["timestamp"] >= cut]
+    start = experiments.last_days_split(later, window_days=30).test["timestamp"].min()
+    in_test = later.loc[later["timestamp"] >= start, "user_id"].unique()
+    back = np.sort([u for u in in_test if u in set(earlier["user_id"])])[:10]
+    later = later[~(later["user_id"].isin(back) & (later["timestamp"] < start))]
+    split = experiments.last_days_split(later.reset_index(drop=True), window_days=30)
+    return earlier, split, back, countries
+
+
+def test_transfer_study_scores_alone_transfer_and_returning_customers(two_periods):
+    from companion.recsys.federated import transfer_study
+
+    earlier, split, back, _ = two_periods
+    out = transfer_study(earlier, split, dict(epochs=2, **SMALL))
+    test = ranking.RankingTask.from_time_split(split, "test")
+    models = ("second year alone", "pre-trained, fine-tuned", "pre-trained items only")
+    assert set(out) == {*models, "returning"}
+    for name in models:
+        for task in ("all", "new"):
+            assert out[name][task].index.equals(test.truth[task].index)
+            assert out[name][task].between(0, 1).all()
+    assert len(back) == 10
+    for series in out["returning"].values():  # exactly the customers back after a gap
+        assert sorted(series.index) == sorted(back)
+    assert not out["pre-trained, fine-tuned"]["all"].equals(out["second year alone"]["all"])
+    with pytest.raises(ValueError, match="earlier must end"):
+        transfer_study(split.train, split, dict(epochs=1, **SMALL))
+    with pytest.raises(TypeError, match="Split"):
+        transfer_study(earlier, split.train, dict(epochs=1, **SMALL))
+
+
+def test_federated_study_compares_central_federated_local_and_private(two_periods):
+    from companion.recsys.federated import federated_study
+
+    _, split, _, countries = two_periods
+    fed_params = dict(rounds=2, local_epochs=1, **SMALL)
+    out = federated_study(split, countries, dict(epochs=2, **SMALL), fed_params,
+                          noise=(0.0, 1.0))
+    assert list(out["ndcg"]) == ["central", "federated (FedAvg)", "local only",
+                                 "clipped at the largest norm",
+                                 "clipped at the median, noise 0",
+                                 "clipped at the median, noise 1"]
+    assert out["weights"].sum() == pytest.approx(1.0)
+    assert out["norms"].shape == (2, len(out["weights"]))
+    assert out["clip"]["largest"] >= out["clip"]["median"] > 0
+    # clipping at the largest norm of the plain run binds no client: nothing changes
+    for task in ("all", "new"):
+        pd.testing.assert_series_equal(out["ndcg"]["clipped at the largest norm"][task],
+                                       out["ndcg"]["federated (FedAvg)"][task])
+    with pytest.raises(TypeError, match="clients"):
+        federated_study(split, dict(countries), dict(epochs=1, **SMALL), fed_params)

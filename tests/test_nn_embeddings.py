@@ -83,6 +83,34 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
         nn.EarlyStopping(patience=0)
 
 
+def test_source_early_stop_is_one_epoch_later_than_patience_allows():
+    # losses improve for 3 epochs, then never again: the best epoch is 3
+    losses = [1.0, 0.8, 0.7, 0.75, 0.9, 0.71, 0.8, 0.85, 0.9]
+    # the counter reaches patience + 1 at epoch 3 + patience + 1
+    assert nn.source_early_stop(losses, 2) == 6
+    assert nn.source_early_stop(losses, 0) == 4
+    # Keras' EarlyStopping with the same patience stops one epoch earlier
+    probe = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    probe.stop_training = False
+    keras_stop = keras.callbacks.EarlyStopping(patience=2)
+    keras_stop.set_model(probe)
+    keras_stop.on_train_begin()
+    for epoch, loss in enumerate(losses):
+        keras_stop.on_epoch_end(epoch, {"val_loss": loss})
+        if probe.stop_training:
+            break
+    assert nn.source_early_stop(losses, 2) == epoch + 2
+    # equal is not better; a loop that never runs out of patience runs every epoch
+    assert nn.source_early_stop([1.0, 1.0, 1.0], 1) == 3
+    assert nn.source_early_stop([3.0, 2.0, 1.0], 1) == 3
+    with pytest.raises(ValueError, match="empty"):
+        nn.source_early_stop([], 2)
+    with pytest.raises(ValueError, match="finite"):
+        nn.source_early_stop([1.0, float("nan")], 2)
+    with pytest.raises(ValueError, match="patience"):
+        nn.source_early_stop([1.0], -1)
+
+
 def test_skipgram_learns_planted_groups():
     rng = np.random.default_rng(0)
     groups = [[f"a{i}" for i in range(6)], [f"b{i}" for i in range(6)]]

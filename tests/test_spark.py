@@ -220,3 +220,22 @@ def test_scale_shop_fractions_and_errors(shop):
         cs.scale_shop(raw, 1.5)
     with pytest.raises(ValueError, match="positive"):
         cs.scale_shop(raw, 0)
+
+
+@needs_java
+def test_compare_engines_times_and_compares_both_paths(spark, shop):
+    from companion.ops import scale_out
+
+    out = scale_out.compare_engines(shop[0], [1], spark=spark)
+    timing = out["timing"]
+    assert list(timing["size"]) == [1] and timing.loc[0, "raw rows"] == len(shop[0])
+    assert bool(timing.loc[0, "same features and users"])
+    table_rows = [name for name in out["checks"].index if "valid" not in name]
+    assert out["checks"].loc[table_rows, "equal"].all()
+    report = out["report"]
+    assert (report["rows_removed pandas"] == report["rows_removed Spark"]).all()
+    assert {"user_id", "churned"} <= set(out["features"].columns)
+    assert set(out["means"].index.get_level_values("path")) == {"pandas", "Spark"}
+    assert spark.range(3).count() == 3  # a session it was given is left running
+    with pytest.raises(ValueError, match="tables_at"):
+        scale_out.compare_engines(shop[0], [2], spark=spark)

@@ -234,6 +234,29 @@ def test_rolling_origin_and_scores():
         supply.score_backtest(backtest.drop(columns="actual"), demand)
 
 
+def test_backtest_forecasters_runs_six_forecasters_without_looking_ahead():
+    demand = _toy_demand()
+    woy = _week_of_year(demand.index, 4)
+    small = {"gbm_params": {"window": 8, "n_estimators": 20},
+             "gru_params": {"window": 8, "units": 4, "epochs": 2, "validation_weeks": 4}}
+    backtest, epochs, n_train = supply.backtest_forecasters(demand, [60, 62], 4, woy,
+                                                            **small)
+    assert list(backtest["forecaster"].unique()) == ["seasonal naive", "naive", "SES",
+                                                     "Holt (damped)", "LightGBM", "GRU"]
+    assert len(backtest) == 6 * 2 * 6 * 4 and 1 <= epochs <= 2 and n_train > 0
+    naive = supply.rolling_origin(demand, {"naive": supply.naive}, [60, 62], 4)
+    np.testing.assert_array_equal(
+        backtest.loc[backtest["forecaster"] == "naive", "forecast"], naive["forecast"])
+    # weeks after the last origin change the actuals, never a forecast
+    later = demand.copy()
+    later.iloc[63:] *= 3
+    again, _, _ = supply.backtest_forecasters(later, [60, 62], 4, woy, **small)
+    np.testing.assert_allclose(again["forecast"], backtest["forecast"], rtol=1e-5)
+    assert not np.allclose(again["actual"], backtest["actual"])
+    with pytest.raises(ValueError, match="increasing"):
+        supply.backtest_forecasters(demand, [62, 60], 4, woy, **small)
+
+
 # ---------------------------------------------------------------- inventory
 
 

@@ -462,3 +462,49 @@ def visit_log(transactions: pd.DataFrame, start: object,
                 "log visits"] + [f"share {a}" for a in arms]
     return VisitLog(out, visits.loc[keep, arms].to_numpy(dtype=float), x[keep], arms,
                     features)
+
+
+def replay_runs(rewards: object, contexts: object, policies: Mapping[str, object],
+                logging: object, *, fixed_arm: int, fixed_name: str,
+                seeds: object = range(10)) -> dict[tuple[str, int], Trace]:
+    """Replay every policy on logs drawn with several seeds (chapter 6.5's replay check).
+
+    For each seed ``s`` of ``seeds``, a log is drawn from ``rewards`` with the arm
+    probabilities ``logging`` (:func:`log_policy`, seed ``100 + s``); each policy of
+    ``policies`` is made afresh and replayed on it (:func:`replay`, seed ``s``), and so is
+    :class:`FixedArm` on ``fixed_arm``, under the name ``fixed_name``.
+
+    Parameters
+    ----------
+    rewards
+        The full 0/1 reward matrix, events x arms.
+    contexts
+        The context matrix (one row per event), or None.
+    policies
+        Name -> a function of no argument that makes a fresh policy.
+    logging
+        Arm probabilities of the logging policy (a vector, or one row per event).
+    fixed_arm, fixed_name
+        The arm of the fixed policy replayed beside them, and its name.
+    seeds
+        The seeds of the logs.
+
+    Returns
+    -------
+    dict
+        ``(name, seed) -> Trace`` of every replay.
+    """
+    r = _rewards(rewards)
+    if not isinstance(policies, Mapping) or not all(callable(m) for m in policies.values()):
+        raise TypeError("policies must map names to functions that make a policy.")
+    if not 0 <= fixed_arm < r.shape[1]:
+        raise ValueError(f"fixed_arm must be in [0, {r.shape[1]}), got {fixed_arm}.")
+    if fixed_name in policies:
+        raise ValueError(f"fixed_name {fixed_name!r} is also the name of a policy.")
+    out = {}
+    for s in seeds:
+        logged = log_policy(rewards, logging, seed=100 + s)
+        for name, make in policies.items():
+            out[(name, s)] = replay(make(), logged, contexts, seed=s)
+        out[(fixed_name, s)] = replay(FixedArm(r.shape[1], fixed_arm), logged, contexts)
+    return out

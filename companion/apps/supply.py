@@ -601,6 +601,61 @@ def rolling_origin(demand: pd.DataFrame, forecasters: Mapping[str, Forecaster],
     return pd.concat(parts, ignore_index=True)
 
 
+def backtest_forecasters(demand: pd.DataFrame, origins: Sequence[int], horizon: int,
+                         week_of_year: object, *, seed: int = 0,
+                         gbm_params: Mapping | None = None,
+                         gru_params: Mapping | None = None
+                         ) -> tuple[pd.DataFrame, int, int]:
+    """Chapter 6.7's backtest: six forecasters from every origin (:func:`rolling_origin`).
+
+    The two global models, :class:`GBMForecaster` and :class:`SequenceForecaster`, are
+    fitted once on the weeks up to the first origin; seasonal naive, naive, SES and
+    damped Holt are refitted at every origin.
+
+    Parameters
+    ----------
+    demand
+        Weekly demand, weeks x products (:func:`weekly_demand`).
+    origins
+        Row positions of the forecast origins, in increasing order.
+    horizon
+        Weeks forecast from each origin.
+    week_of_year
+        Week of the year of every row of ``demand`` and of the ``horizon`` weeks after.
+    seed
+        Seed of both global models.
+    gbm_params, gru_params
+        Further settings of :class:`GBMForecaster` and :class:`SequenceForecaster`.
+
+    Returns
+    -------
+    backtest, gru_epochs, n_train
+        The long frame of :func:`rolling_origin` (forecasters ``seasonal naive``,
+        ``naive``, ``SES``, ``Holt (damped)``, ``LightGBM``, ``GRU``), the epochs the GRU
+        trained, and its number of training windows.
+    """
+    if not isinstance(demand, pd.DataFrame):
+        raise TypeError(f"demand must be a DataFrame of weeks x products, got "
+                        f"{type(demand).__name__}.")
+    origins = list(origins)
+    if not origins:
+        raise ValueError("origins is empty.")
+    if origins != sorted(origins):
+        raise ValueError(f"origins must be in increasing order, got {origins[:5]}...")
+    history = demand.to_numpy(dtype=float).T
+    gbm = GBMForecaster(horizon=horizon, seed=seed, **dict(gbm_params or {}))
+    gbm.fit(history, origins[0], week_of_year)
+    gru = SequenceForecaster(horizon=horizon, seed=seed, **dict(gru_params or {}))
+    gru.fit(history, origins[0], week_of_year)
+    forecasters = {"seasonal naive": seasonal_naive,
+                   "naive": naive, "SES": ses,
+                   "Holt (damped)": holt_damped,
+                   "LightGBM": gbm, "GRU": gru}
+    frame = rolling_origin(demand, forecasters, origins, horizon,
+                           progress=False)
+    return frame, len(gru.history_), gru.n_train_
+
+
 def naive_scale(history: object, season: int = 1) -> np.ndarray:
     """In-sample mean absolute error of the (seasonal) naive forecast, per product.
 

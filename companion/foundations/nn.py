@@ -4,7 +4,7 @@
 :func:`signal_propagation` pushes a batch through a deep fully connected network and
 back, and reports the spread of activations and gradients at every layer;
 :class:`EarlyStopping` keeps the best epoch's weights for the training loops of the
-Keras models.
+Keras models; :func:`source_early_stop` replays the source's own loop, one epoch late.
 """
 
 from __future__ import annotations
@@ -161,3 +161,41 @@ class EarlyStopping:
             return epochs_run
         set_weights(self.weights)
         return self.best_epoch
+
+
+def source_early_stop(val_losses, patience: int) -> int:
+    """The epoch after which the source's early-stopping loop (§3.7.5.4) stops.
+
+    The loop is replayed on recorded validation losses: a loss below the best so far
+    resets a counter, any other adds one, and training stops once the counter *exceeds*
+    ``patience``, one epoch later than Keras' ``EarlyStopping`` with the same patience.
+    The source then keeps the last weights, not the best.
+
+    Parameters
+    ----------
+    val_losses
+        Validation loss of each epoch, in order (at least one).
+    patience
+        The source's patience (0 or more).
+
+    Returns
+    -------
+    int
+        The number of epochs run before the loop stops (``len(val_losses)`` if it never
+        does).
+    """
+    val = [float(v) for v in np.asarray(val_losses, dtype=float).ravel()]
+    if not val:
+        raise ValueError("val_losses is empty: there is no epoch to replay.")
+    if not np.isfinite(val).all():
+        raise ValueError(f"val_losses must be finite, got {val[:5]}...")
+    patience = check_positive_int(patience, name="patience", minimum=0)
+    best_validation_loss, patience_counter = float("inf"), 0
+    for epoch, validation_loss in enumerate(val):
+        if validation_loss < best_validation_loss:
+            best_validation_loss, patience_counter = validation_loss, 0
+        else:
+            patience_counter += 1
+            if patience_counter > patience:
+                return epoch + 1
+    return len(val)

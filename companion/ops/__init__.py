@@ -13,6 +13,8 @@ compression
     distillation, magnitude and structured pruning, and int8 quantisation.
 spark
     The book's pipeline on Apache Spark: the same tables and metrics as the pandas path.
+scale_out
+    Chapter 7.2's check of the two engines: the pandas and Spark paths timed and compared.
 automl
     Hyper-parameter search with a budget: Optuna's samplers behind one small function.
 """

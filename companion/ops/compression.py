@@ -808,3 +808,64 @@ class _KerasScorer(Recommender):
 
     def _score(self, users):
         return predict_in_chunks(self.fitted.model_, users.astype(np.int32), 4096)
+
+
+# ----------------------------------------------------------------------------- depth and width
+
+
+def tower_point(split, task, hidden: Sequence[int], l1: float = 0.0, l2: float = 0.0, *,
+                dim: int = 32, epochs: int = 8, patience: int = 1, seed: int = 0) -> dict:
+    """Train one :class:`HistoryMLP` tower and measure it: one point of the depth study.
+
+    The model (``dim``, the dense tower ``hidden``, penalties ``l1`` and ``l2``) is fitted
+    on ``split.train`` for at most ``epochs`` epochs, early-stopped with ``patience`` on the
+    NDCG@10 of ``split.validation``, and scored on the ranking ``task``.
+
+    Parameters
+    ----------
+    split
+        A :class:`companion.data.preprocessing.Split` with non-empty ``train`` and
+        ``validation`` parts.
+    task
+        The :class:`companion.recsys.ranking.RankingTask` the fitted model is scored on.
+    hidden
+        Units of each hidden layer of the tower, for example ``(256,)`` or ``(64,) * 4``.
+    l1, l2
+        Penalties on every weight matrix.
+    dim, epochs, patience, seed
+        Passed to :class:`HistoryMLP`.
+
+    Returns
+    -------
+    dict
+        ``tower`` (the shape as text), ``l1``, ``l2``, ``tower parameters``,
+        ``parameters``, ``epochs`` (the best epoch), ``training loss`` (at the best epoch),
+        ``validation NDCG@10`` (the mean over the task's parts of the per-customer mean),
+        ``weights below 1e-3`` (the share of weight-matrix entries under 1e-3 in absolute
+        value) and ``per_user`` (task part -> per-customer NDCG@10).
+    """
+    from companion.recsys import ranking
+
+    for part in ("train", "validation"):
+        frame = getattr(split, part, None)
+        if frame is None or len(frame) == 0:
+            raise ValueError(f"split.{part} must be a non-empty interactions frame.")
+    if not isinstance(task, ranking.RankingTask):
+        raise TypeError(f"task must be a RankingTask, got {type(task).__name__}.")
+    hidden = tuple(hidden)
+    if not hidden:
+        raise ValueError("hidden must name at least one layer, got an empty tower.")
+    model = HistoryMLP(dim=dim, hidden=hidden, l1=l1, l2=l2, epochs=epochs,
+                       patience=patience, seed=seed)
+    model.fit(split.train, validation=split.validation)
+    per_user = ranking.evaluate(model, task)
+    weights = [w for w in model.model_.get_weights() if w.ndim == 2]
+    return {"tower": " x ".join(map(str, hidden)), "l1": l1, "l2": l2,
+            "tower parameters": model.tower_parameters(),
+            "parameters": model.n_parameters(), "epochs": model.best_epoch_,
+            "training loss": model.history_[model.best_epoch_ - 1]["loss"],
+            "validation NDCG@10": np.mean([f["NDCG"].mean()
+                                           for f in per_user.values()]),
+            "weights below 1e-3": np.mean(np.concatenate(
+                [np.abs(w).ravel() < 1e-3 for w in weights])),
+            "per_user": {t: f["NDCG"] for t, f in per_user.items()}}

@@ -12,6 +12,8 @@ deep
     Keras recommenders that follow the protocol of :mod:`companion.recsys.baselines`.
 content
     Content-based, cold-start and context-aware recommendation.
+content_studies
+    The studies of chapters 6.4 and 8 on content: cold start, context, text and ids.
 twostage
     Two-stage recommendation: cheap candidate generators, then a learned ranker.
 ranking

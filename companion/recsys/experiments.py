@@ -439,3 +439,64 @@ def rolling_difference(per_user: dict[str, dict[str, dict[str, pd.DataFrame]]],
     alpha = (1 - level) / 2
     low, high = np.quantile(boot, [alpha, 1 - alpha])
     return estimate, float(low), float(high)
+
+
+def scaling_point(split: Split, task: ranking.RankingTask, model_name: str, dim: int,
+                  months: int, *, mf_epochs: int = 10, sasrec_epochs: int = 8,
+                  seed: int = 0) -> dict:
+    """One point of chapter 5's scaling study: a model's size and history against NDCG@10.
+
+    Matrix factorisation (``"MF"``) or SASRec (``"SASRec"``) with ``dim`` factors is
+    trained on the last ``months`` months of ``split.train``, with early stopping on
+    ``split.validation``, and scored on ``task``. Customers a short history does not
+    cover are still scored (the model recommends them popular products), so that every
+    point is scored on the same customers.
+
+    Parameters
+    ----------
+    split
+        The train / validation split (:func:`last_days_split`).
+    task
+        The ranking task every point is scored on (usually the validation task).
+    model_name
+        ``"MF"`` (:class:`companion.recsys.deep.MatrixFactorization`) or ``"SASRec"``
+        (:class:`companion.recsys.deep.SASRec`, one block, 30 positions).
+    dim
+        Number of factors (embedding size).
+    months
+        Months of training history kept, counted back from the last training purchase.
+    mf_epochs, sasrec_epochs
+        The most epochs each model trains for (early stopping may stop it sooner).
+    seed
+        Seed of the model.
+
+    Returns
+    -------
+    dict
+        ``model``, ``dim``, ``months``, ``parameters`` (trainable), ``validation NDCG@10``
+        (the mean over the task's parts of the per-customer mean) and ``epochs`` (the
+        best epoch).
+    """
+    from companion.recsys import deep
+
+    check_in(model_name, ("MF", "SASRec"), name="model_name")
+    check_positive_int(dim, name="dim")
+    check_positive_int(months, name="months")
+    if not isinstance(task, ranking.RankingTask):
+        raise TypeError(f"task must be a RankingTask, got {type(task).__name__}.")
+    start = split.train["timestamp"].max() - pd.DateOffset(months=months)
+    train = split.train[split.train["timestamp"] > start]
+    if model_name == "MF":
+        model = deep.MatrixFactorization(dim=dim, epochs=mf_epochs, patience=2, seed=seed)
+    else:
+        model = deep.SASRec(dim=dim, blocks=1, max_len=30, dropout=0.1, negatives=100,
+                            batch_size=256, learning_rate=5e-3, windows_per_user=3,
+                            epochs=sasrec_epochs, patience=2, seed=seed)
+    model.fit(train, validation=split.validation)
+    # every point is scored on the same customers: those with any history in the
+    # training part (customers a short history does not cover get popularity)
+    scores = ranking.evaluate(model, task)
+    return {"model": model_name, "dim": dim, "months": months,
+            "parameters": model.n_parameters(),
+            "validation NDCG@10": float(np.mean([f["NDCG"].mean() for f in scores.values()])),
+            "epochs": model.best_epoch_}

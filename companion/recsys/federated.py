@@ -24,6 +24,10 @@ purchases and never shares anything.
 
 With one client, one local epoch and no clipping, federated training performs exactly the
 SGD steps of central training on the same data in the same order (a unit test checks it).
+
+:func:`transfer_study` and :func:`federated_study` are chapter 8's two studies with these
+models: pre-training on an earlier year, and central against federated against local
+training, with clipped and noised client updates.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from companion._checks import check_positive_int
+from companion.data.preprocessing import Split, check_interactions
 from companion.recsys.baselines import Recommender
 
 __all__ = ["FactorMF", "FederatedMF", "LocalMF", "bpr_epoch", "clip_update", "aggregate",
@@ -386,3 +391,146 @@ class LocalMF(FactorMF):
             out[rows] = (self.user_factors_[users[rows]] @ self.client_items_[k].T
                          + self.client_bias_[k])
         return out
+
+
+# ----------------------------------------------------------------------------- studies
+
+
+def _check_study(split: object, params: object) -> None:
+    if not isinstance(split, Split):
+        raise TypeError(f"split must be a Split, got {type(split).__name__}.")
+    if split.test.empty:
+        raise ValueError("split.test is empty: there is no test window to score.")
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict of FactorMF settings, got "
+                        f"{type(params).__name__}.")
+
+
+def transfer_study(earlier: pd.DataFrame, split: Split, params: dict) -> dict:
+    """Chapter 8's transfer study: does a year of older history help a factor model?
+
+    A :class:`FactorMF` pre-trained on ``earlier`` hands its factors to a model of the
+    period of ``split`` (:meth:`FactorMF.warm_start`), which then trains on everything
+    before the test window as usual. Three models, all with ``params``: the later period
+    alone, pre-trained and fine-tuned (customer and product factors), and pre-trained
+    products only. Customers back after a gap (a history in ``earlier``, none in the
+    training part) are scored apart: alone, a model can only show them the best sellers;
+    with transfer, their pre-trained factors are scored against the fine-tuned products.
+
+    Parameters
+    ----------
+    earlier
+        Interactions of the earlier period, all before ``split``'s training part.
+    split
+        Train / validation / test split of the later period; its test window is scored.
+    params
+        Settings of every :class:`FactorMF`.
+
+    Returns
+    -------
+    dict
+        Model -> ``{"all": ndcg, "new": ndcg}`` (per-customer NDCG@10 on the test
+        window), and ``returning``: model -> per-customer NDCG@10 of the customers back
+        after a gap.
+    """
+    from companion.recsys import ranking
+
+    _check_study(split, params)
+    check_interactions(earlier, name="earlier")
+    test = ranking.RankingTask.from_time_split(split, "test")
+    train = test.train
+    if earlier["timestamp"].max() >= train["timestamp"].min():
+        raise ValueError("earlier must end before the training part of split begins; "
+                         f"it ends {earlier['timestamp'].max()}.")
+
+    def ndcg(model, name):
+        return ranking.evaluate(model, test, tasks=(name,))[name]["NDCG"]
+
+    pre = FactorMF(**params).fit(earlier)
+    items, bias = pre.item_table()
+    alone = FactorMF(**params).fit(train)
+    tuned = FactorMF(**params).warm_start(pre.user_table(), items, bias).fit(train)
+    items_only = FactorMF(**params).warm_start(None, items, bias).fit(train)
+    out = {name: {t: ndcg(m, t) for t in ("all", "new")} for name, m in
+           [("second year alone", alone), ("pre-trained, fine-tuned", tuned),
+            ("pre-trained items only", items_only)]}
+    # customers back after a year away: no second-year order before the test window,
+    # but a first-year history. Alone, a model can only show them the best sellers.
+    back = split.test[~split.test["user_id"].isin(set(train["user_id"]))
+                      & split.test["user_id"].isin(set(earlier["user_id"]))]
+    truth = back.groupby("user_id")["item_id"].agg(set)
+    user_f = pre.user_table().reindex(truth.index).to_numpy()
+    scores = user_f @ tuned.item_factors_.T + tuned.item_bias_
+    top = np.argsort(-scores, axis=1)[:, :10]
+    recs = {"second year alone": alone.recommend(truth.index, k=10,
+                                                 exclude_seen=False),
+            "pre-trained, fine-tuned": tuned.items_[top]}
+    sizes = truth.map(len).to_numpy()
+    out["returning"] = {
+        name: pd.Series(ranking.metrics_from_hits(ranking.hits_matrix(r, truth),
+                                                  sizes)["NDCG"].to_numpy(),
+                        index=truth.index)
+        for name, r in recs.items()}
+    return out
+
+
+def federated_study(split: Split, clients: pd.Series, params: dict, fed_params: dict,
+                    noise: Sequence[float] = (0.0, 0.01, 0.1, 1.0)) -> dict:
+    """Chapter 8's federated study: central, federated and local training, then privacy.
+
+    Every model is fitted on everything before the test window of ``split`` and scored on
+    it: :class:`FactorMF` (central, ``params``), :class:`FederatedMF` (``fed_params``),
+    :class:`LocalMF` (``params``), federated averaging with client updates clipped at the
+    largest norm of the plain run, and clipped at the median norm with Gaussian noise of
+    each multiplier in ``noise``.
+
+    Parameters
+    ----------
+    split
+        Train / validation / test split; its test window is scored.
+    clients
+        Customer id -> client (for example the customer's country).
+    params
+        Settings of the central and local models.
+    fed_params
+        Settings of the federated models (rounds, local epochs, and the SGD settings).
+    noise
+        Noise multipliers of the private runs.
+
+    Returns
+    -------
+    dict
+        ``ndcg`` (model -> task -> per-customer NDCG@10), ``norms`` (round x client norm
+        of the plain run's updates), ``weights`` (client weights) and ``clip`` (the
+        ``largest`` and ``median`` update norms).
+    """
+    from companion.recsys import ranking
+
+    _check_study(split, params)
+    if not isinstance(fed_params, dict):
+        raise TypeError(f"fed_params must be a dict, got {type(fed_params).__name__}.")
+    if not isinstance(clients, pd.Series):
+        raise TypeError(f"clients must be a pandas Series, got {type(clients).__name__}.")
+    test = ranking.RankingTask.from_time_split(split, "test")
+    train = test.train
+
+    def score(model):
+        result = ranking.evaluate(model.fit(train), test)
+        return {task: frame["NDCG"] for task, frame in result.items()}
+
+    out = {"ndcg": {"central": score(FactorMF(**params))}}
+    fedavg = FederatedMF(clients, **fed_params)
+    out["ndcg"]["federated (FedAvg)"] = score(fedavg)
+    out["ndcg"]["local only"] = score(LocalMF(clients, **params))
+    norms = pd.DataFrame([h["client norms"] for h in fedavg.history_],
+                         columns=fedavg.client_names_)
+    out["norms"], out["weights"] = norms, fedavg.weights_
+    largest, median = float(norms.to_numpy().max()), float(np.median(norms))
+    out["clip"] = {"largest": largest, "median": median}
+    model = FederatedMF(clients, clip_norm=largest, **fed_params)
+    out["ndcg"]["clipped at the largest norm"] = score(model)
+    for z in noise:
+        model = FederatedMF(clients, clip_norm=median, noise_multiplier=z,
+                            **fed_params)
+        out["ndcg"][f"clipped at the median, noise {z:g}"] = score(model)
+    return out

@@ -11,6 +11,8 @@
 * :func:`sasrec_attention` reads the self-attention weights of a fitted
   :class:`companion.recsys.deep.SASRec`: how much each position of a customer's history weighs
   when the model predicts the next purchase.
+
+:func:`fit_and_explain` and :func:`attention_study` are chapter 9.5's studies with them.
 """
 
 from __future__ import annotations
@@ -248,3 +250,114 @@ def sasrec_deletion_test(model, user_ids, *, seed: int = 0) -> pd.DataFrame:
             deleted[row, 1:] = np.delete(x[row], pos)
         out[name] = np.abs(logits(deleted)[rows, top] - base[rows, top])
     return pd.DataFrame(out)
+
+
+# ----------------------------------------------------------------------------- studies
+
+
+def fit_and_explain(train: ChurnData, test: ChurnData, *, steps: int = 128,
+                    n_repeats: int = 5, mlp_epochs: int = 60, seed: int = 0) -> dict:
+    """Chapter 9.5's study: fit two churn models and explain them three ways.
+
+    Chapter 6.1's :class:`companion.retention.churn.GradientBoosting` and a
+    :class:`FeatureMLP` are fitted on ``train`` and explained on ``test``: permutation
+    importance of both (lost ROC-AUC, ``n_repeats`` shuffles), and integrated gradients of
+    the network's logit (``steps`` steps, from the average training customer).
+
+    Parameters
+    ----------
+    train, test
+        :class:`companion.retention.churn.ChurnData` at the training and test cutoffs.
+    steps
+        Steps of the integrated-gradients integral.
+    n_repeats
+        Shuffles per feature of the permutation importance.
+    mlp_epochs
+        The most epochs of the network (it early-stops).
+    seed
+        Seed of both models and of the shuffles.
+
+    Returns
+    -------
+    dict
+        ``proba`` (model -> churn probability of each test customer), ``perm trees`` and
+        ``perm mlp`` (permutation importances), ``ig`` (customers x features attributions),
+        ``ig gap`` (each customer's logit minus the baseline's, which the attributions
+        should add up to), ``columns``, ``epochs`` (trained) and ``best epoch`` (lowest
+        validation loss).
+    """
+    from companion.retention import churn
+
+    for name, data in (("train", train), ("test", test)):
+        if not isinstance(data, ChurnData):
+            raise TypeError(f"{name} must be a ChurnData, got {type(data).__name__}.")
+    check_positive_int(steps, name="steps")
+    check_positive_int(n_repeats, name="n_repeats")
+    trees = churn.GradientBoosting(seed=seed).fit(train)
+    mlp = FeatureMLP(epochs=mlp_epochs, seed=seed).fit(train)
+    x = mlp.standardise(test)
+    attributions = integrated_gradients(mlp.logit_model_, x, steps=steps)
+    zero = np.zeros((1, x.shape[1]), np.float32)
+    gap = (np.asarray(mlp.logit_model_(x)).ravel()
+           - float(np.asarray(mlp.logit_model_(zero)).ravel()[0]))
+    return {
+        "proba": {"trees": trees.predict_proba(test), "Keras MLP": mlp.predict_proba(test)},
+        "perm trees": churn.permutation_importance(trees, test, n_repeats=n_repeats,
+                                                   seed=seed),
+        "perm mlp": churn.permutation_importance(mlp, test, n_repeats=n_repeats, seed=seed),
+        "ig": attributions, "ig gap": gap, "columns": list(mlp.columns_),
+        "epochs": len(mlp.history_),
+        "best epoch": int(mlp.history_["val_loss"].to_numpy().argmin()) + 1,
+    }
+
+
+def attention_study(interactions: pd.DataFrame, cutoff: object, customers, *,
+                    n_users: int = 1000, dim: int = 32, epochs: int = 6,
+                    seed: int = 0) -> dict:
+    """Chapter 9.5's attention study: SASRec's attention weights and the deletion test.
+
+    A one-block :class:`companion.recsys.deep.SASRec` (``dim``, two heads, the last 20
+    purchases, ``epochs`` epochs) is fitted on the purchases before ``cutoff``; for
+    ``n_users`` customers drawn at random from ``customers`` it reads the attention
+    weights (:func:`sasrec_attention`) and runs :func:`sasrec_deletion_test`.
+
+    Parameters
+    ----------
+    interactions
+        The interactions table; only the lines before ``cutoff`` are used.
+    cutoff
+        The time stamp before which the model learns.
+    customers
+        The customer ids to draw from (each must have a purchase before ``cutoff``).
+    n_users
+        How many customers to draw, without replacement.
+    dim, epochs, seed
+        Size, epochs and seed of the model; ``seed`` also seeds the draw.
+
+    Returns
+    -------
+    dict
+        ``items`` and ``weights`` (of :func:`sasrec_attention`), ``users`` (drawn),
+        ``deletion`` (of :func:`sasrec_deletion_test`), ``parameters`` (of the model),
+        ``purchases`` (training lines) and ``max_len``.
+    """
+    from companion._checks import check_timestamp
+    from companion.data.preprocessing import check_interactions
+    from companion.recsys import deep
+
+    check_interactions(interactions)
+    cutoff = check_timestamp(cutoff, name="cutoff")
+    check_positive_int(n_users, name="n_users")
+    pool = np.sort(np.asarray(customers))
+    if n_users > len(pool):
+        raise ValueError(f"n_users={n_users} is more than the {len(pool)} customers given.")
+    past = interactions[interactions["timestamp"] < cutoff]
+    model = deep.SASRec(dim=dim, blocks=1, heads=2, max_len=20, epochs=epochs,
+                        windows_per_user=2, seed=seed).fit(past)
+    rng = np.random.default_rng(seed)
+    users = rng.choice(pool, size=n_users, replace=False)
+    items, weights = sasrec_attention(model, users)
+    deletion = sasrec_deletion_test(model, users, seed=seed)
+    return {"items": items, "weights": weights, "users": users, "deletion": deletion,
+            "parameters": model.n_parameters(), "purchases": len(past),
+            "max_len": model.max_len}
