@@ -287,3 +287,31 @@ def test_bootstrap_ci_has_the_stated_level(level):
     half = norm.ppf((1 + level) / 2) * x.std() / np.sqrt(len(x))
     assert low < est < high
     assert (high - low) / 2 == pytest.approx(half, rel=0.1)
+
+
+def test_paired_difference_pairs_series_on_the_index_and_drops_missing_units():
+    a = pd.Series([0.5, 0.4, 0.9, 0.2], index=["u1", "u2", "u3", "u4"])
+    b = pd.Series([0.1, 0.3, 0.4], index=["u3", "u1", "u2"])  # other order, u4 missing
+    est, low, high = evaluation.paired_difference(a, b, n_boot=200, seed=1)
+    assert est == pytest.approx(np.mean([0.5 - 0.3, 0.4 - 0.4, 0.9 - 0.1]))
+    assert low <= est <= high
+    # the same differences as an array give the same interval (same resamples)
+    assert evaluation.paired_difference(
+        np.array([0.2, 0.0, 0.8]), np.zeros(3), n_boot=200, seed=1) == pytest.approx(
+        (est, low, high))
+    with pytest.raises(ValueError, match="duplicates"):
+        evaluation.paired_difference(pd.Series([1.0, 2.0], index=["u", "u"]), b)
+    with pytest.raises(ValueError, match="same shape"):
+        evaluation.paired_difference(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match="at least 2"):
+        evaluation.paired_difference(a, pd.Series([0.0], index=["u1"]))
+
+
+def test_verdict_reads_the_interval_against_zero():
+    words = {"above": "gain", "below": "loss", "neither": "tie"}
+    assert evaluation.verdict(0.01, 0.2, **words) == "gain"
+    assert evaluation.verdict(-0.2, -0.01, **words) == "loss"
+    assert evaluation.verdict(-0.1, 0.1, **words) == "tie"
+    assert evaluation.verdict(0.0, 0.1, **words) == "tie"  # touching zero is not a gain
+    with pytest.raises(ValueError, match="above its high end"):
+        evaluation.verdict(0.2, 0.1, **words)

@@ -73,6 +73,46 @@ def paired_bootstrap(
     )
 
 
+def paired_difference(
+    a: object, b: object, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over the units both were measured on, with a bootstrap interval.
+
+    ``a`` and ``b`` hold one score per unit (customer, description, week) for two
+    systems. As Series they are paired on ``a``'s index (units missing from either side
+    are dropped); as arrays, by position. Resampling the differences, not each side,
+    removes the variance the two systems share.
+
+    Returns
+    -------
+    (difference, low, high)
+        The mean difference and its ``level`` percentile interval.
+    """
+    if isinstance(a, pd.Series) and isinstance(b, pd.Series):
+        if not a.index.is_unique or not b.index.is_unique:
+            raise ValueError("paired_difference needs one score per unit: an index "
+                             "holds duplicates.")
+        diff = (a - b.reindex(a.index)).dropna().to_numpy(dtype=float)
+    else:
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        if a.shape != b.shape:
+            raise ValueError(f"a and b must have the same shape, got {a.shape} and "
+                             f"{b.shape}.")
+        diff = (a - b).ravel()
+        diff = diff[~np.isnan(diff)]
+    if len(diff) < 2:
+        raise ValueError(f"paired_difference needs at least 2 paired units, got "
+                         f"{len(diff)}.")
+    return bootstrap_ci(np.mean, diff, n_boot=n_boot, level=level, seed=seed)
+
+
+def verdict(low: float, high: float, *, above: str, below: str, neither: str) -> str:
+    """Words for an interval of a difference: ``above`` zero, ``below`` zero, or neither."""
+    if not low <= high:
+        raise ValueError(f"the interval's low end {low} is above its high end {high}.")
+    return above if low > 0 else below if high < 0 else neither
+
+
 def comparison_table(
     y_true: object,
     scores: Mapping[str, object],
