@@ -1,7 +1,10 @@
 """Check that the built book has an HTML page for every entry of ``_toc.yml``.
 
 Also checks that executed pages hold no error output, that every figure a chapter draws
-(``plt.show()``) appears as an image, and that MathJax is served locally.
+(``plt.show()``) appears as an image, that MathJax is served locally, and that every page
+passes the rules of :mod:`tools.page_rules` (no raw TeX, no NaN or cut-off tables, no
+integers shown as floats, clean outputs, captioned figures with alt text, code lines of
+at most 80 characters, links that resolve).
 Exit status 1 with a list of problems if anything is missing.
 """
 
@@ -13,6 +16,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tools import page_rules  # noqa: E402
+
 HTML = ROOT / "_build" / "html"
 
 
@@ -55,12 +61,14 @@ def main() -> int:
             problems.append(f"{page.relative_to(ROOT)} shows a traceback")
         if "cdn.jsdelivr.net/npm/mathjax" in text:
             problems.append(f"{page.relative_to(ROOT)} loads MathJax from a CDN")
+        problems += [str(problem) for problem in page_rules.check_html(text, page, HTML)]
     if not (HTML / "_static" / "mathjax" / "tex-chtml.js").is_file():
         problems.append("_build/html/_static/mathjax/tex-chtml.js is missing: maths needs it")
     if problems:
         print("book check FAILED:\n  " + "\n  ".join(problems))
         return 1
-    print(f"book check passed: {len(pages)} pages present, MathJax served locally")
+    print(f"book check passed: {len(pages)} pages present, MathJax served locally, "
+          "page rules hold")
     return 0
 
 

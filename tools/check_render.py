@@ -4,7 +4,8 @@ The built book (``_build/html``) is served on 127.0.0.1; Chromium resolves every
 host to nothing, so a page that needs a CDN fails here. For each page of ``_toc.yml`` the
 script dumps the DOM after scripts ran and checks that maths was typeset by MathJax
 (``mjx-container`` elements, and no raw ``\\(`` left), that executed outputs and figures are
-present, and saves a screenshot under ``_build/render/``.
+present, applies the page rules of :mod:`tools.page_rules` to the rendered DOM, and
+saves a screenshot under ``_build/render/``.
 
 Usage: python tools/check_render.py [--chromium /usr/bin/chromium]
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools import page_rules  # noqa: E402
 from tools.check_book import toc_files  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +85,11 @@ def main() -> int:
                                                            flags=re.S)))
             outputs = dom.count("cell_output")
             figures = len(re.findall(r"<img[^>]+src=\"[^\"]*_images/", dom))
-            ok = bool(dom) and (not has_math or (typeset > 0 and raw_left == 0))
+            broken = page_rules.check_html(dom, HTML / f"{name}.html", HTML) if dom else []
+            for problem in broken:
+                print(f"     {problem}")
+            ok = bool(dom) and not broken and (
+                not has_math or (typeset > 0 and raw_left == 0))
             print(f"{'ok  ' if ok else 'FAIL'} {name}: maths typeset={typeset} "
                   f"raw={raw_left} outputs={outputs} figures={figures} screenshot={shot.name}")
             if not ok:

@@ -7,6 +7,8 @@
   the build does for every chapter nbval has handed over, see ``tools/book_cache.py``), it
   renders the cached outputs but writes the notebook without them to
   ``_build/jupyter_execute``; :func:`keep_cached_outputs` makes it write the executed one.
+* A figure's image gets its caption as alt text (:func:`caption_as_alt`), so that a screen
+  reader reads what the figure shows, not the file name of a generated PNG.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import importlib.resources
 import shutil
 from pathlib import Path
 
+from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.errors import ExtensionError
 
@@ -84,9 +87,31 @@ def keep_cached_outputs() -> None:
     NotebookClientCache.start_client = start_client
 
 
+def _is_file_name(alt: str, uri: str) -> bool:
+    return not alt.strip() or alt == uri or alt.lower().endswith(
+        (".png", ".svg", ".jpg", ".jpeg", ".gif"))
+
+
+def caption_as_alt(app: Sphinx | None, doctree: nodes.Node, docname: str = "") -> int:
+    """Give each captioned figure's images the caption as alt text, unless an author
+    wrote one. Returns how many images were changed."""
+    changed = 0
+    for figure in doctree.findall(nodes.figure):
+        caption = next(iter(figure.findall(nodes.caption)), None)
+        if caption is None:
+            continue
+        text = " ".join(caption.astext().split())
+        for image in figure.findall(nodes.image):
+            if _is_file_name(image.get("alt", ""), image.get("uri", "")):
+                image["alt"] = text
+                changed += 1
+    return changed
+
+
 def setup(app: Sphinx) -> dict:
     keep_cached_outputs()
     app.connect("config-inited", _config_inited, priority=900)
     app.connect("html-page-context", _offer_ipynb, priority=400)
     app.connect("build-finished", _copy_mathjax)
+    app.connect("doctree-resolved", caption_as_alt)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
