@@ -25,7 +25,12 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: install book test lint unit nbval book-strict check-pages check-render clean lab
 
+# each stage notes when it started in _build/stage-times.txt (.ci/run prints the file last,
+# so the tail of a CI log tells where the time went)
+STAMP = @mkdir -p _build && echo "$@ started $$(date -u +%H:%M:%S)" >> _build/stage-times.txt
+
 $(VENV)/.stamp-install: pyproject.toml
+	$(STAMP)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[book,test,deep,rank,serve,tune,spark,data]"
@@ -40,12 +45,14 @@ book: install
 test: install lint unit nbval book-strict check-pages
 
 lint: install
+	$(STAMP)
 	$(VENV)/bin/ruff check companion tests tools benchmarks book/_ext book/conftest.py
 	$(PY) tools/check_asserts.py
 
 # -n 2 --dist loadfile: two worker processes (the machine's two cores), each taking whole
 # files, so module fixtures and a chapter's cells stay in one process and in order
 unit: install
+	$(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
 
 # --book-cache: each chapter whose cells all pass is stored, executed, in the book's
@@ -67,6 +74,7 @@ NBVAL     := $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-
 	--nbval-cell-timeout=1800 --book-cache
 
 nbval: install
+	$(STAMP)
 	mkdir -p _build
 	$(NBVAL) $(NBVAL_A) > _build/nbval-a.log 2>&1 & a=$$!; \
 	$(NBVAL) $(NBVAL_B); b=$$?; \
@@ -75,9 +83,11 @@ nbval: install
 	test $$a -eq 0 && test $$b -eq 0
 
 book-strict: install
+	$(STAMP)
 	$(JB) build . -W -n --keep-going
 
 check-pages: install
+	$(STAMP)
 	$(PY) tools/check_book.py
 
 # Optional: render chapters in headless Chromium with no network (needs Debian's chromium).
