@@ -51,7 +51,61 @@ def _item_key(value: object) -> str | None:
 
 
 class Recommender:
-    """Base class. Subclasses implement ``_fit`` and ``_score``."""
+    """Base class of every recommender, and the contract that all of them keep.
+
+    Subclasses implement ``_fit(frame, counts)`` and ``_score(users)`` (and, to learn
+    incrementally or from request-time histories, ``_partial_fit`` and ``_score_history``);
+    this class encodes the ids, keeps what each customer bought (``seen_``) and the number
+    of distinct buyers of each item (``popularity_``), and serves unknown customers.
+
+    Notes
+    -----
+    The contract, in the spirit of scikit-learn's estimator checks. Every concrete
+    recommender of the companion guarantees the following, and ``tests/test_contracts.py``
+    checks each point on every class it finds (a new class without a factory there fails):
+
+    1. ``fit(interactions)`` returns the model itself and does not modify
+       ``interactions``. (Models built from other models or encoders, such as
+       :class:`Blend`, ``Hybrid`` and ``ContentRecommender``, fit those parts in place
+       when they are not fitted yet.)
+    2. Before ``fit``, ``score``, ``recommend``, ``recommend_from_history``,
+       ``partial_fit`` and :attr:`items_` raise ``RuntimeError`` ("... is not fitted
+       yet; call fit first.") and change nothing.
+    3. ``score(user_ids)`` returns finite floats of shape ``(len(user_ids),
+       len(items_))``: column ``j`` scores item ``items_[j]``, and :attr:`items_` holds
+       each item id once.
+    4. ``recommend(user_ids, k, exclude_seen)`` returns an array of shape
+       ``(len(user_ids), k)`` of ids from :attr:`items_`, no id twice in a row; a ``k``
+       larger than the catalogue raises ``ValueError``. With ``exclude_seen=False`` a row
+       holds the ``k`` items of highest score, best first.
+    5. With ``exclude_seen=True`` no item the customer bought in the training
+       interactions is returned, as long as at least ``k`` items are left that they have
+       not bought; a longer list ends with bought items.
+    6. Customer ids unknown at fit time are no error: ``score`` gives each of them the
+       popularity scores ``popularity_ / max(popularity_)``, and ``recommend`` the ``k``
+       items with the most buyers.
+    7. ``get_params()`` returns every constructor argument by name, and
+       ``type(m)(**m.get_params())`` builds an unfitted model with the same arguments
+       (the same objects: a part such as a blended model is shared, not copied).
+    8. The same arguments, seed included, fitted on the same interactions give the same
+       recommendations.
+    9. ``recommend_from_history`` and ``score_history`` raise ``NotImplementedError``
+       unless :attr:`supports_history`; when it holds, ``score_history`` returns finite
+       scores of shape ``(len(items_),)`` (those of :meth:`score` for an empty history)
+       and ``recommend_from_history`` returns ``k`` distinct items from :attr:`items_`,
+       none of the history nor, for a known customer, of their purchases.
+    10. ``partial_fit(interactions)`` on a fitted model either learns from them and
+        returns the model, with :attr:`items_` keeping its order (new items appended)
+        and their purchases excluded by ``recommend(exclude_seen=True)`` from then on
+        (a model may refuse more new ids than it has room for with ``ValueError``, as
+        ``TwoTower`` does beyond ``spare_users`` and ``spare_items``), or raises
+        ``NotImplementedError`` and leaves the model as it was.
+
+    Scorers made from an already fitted model
+    (:class:`companion.ops.compression.FactorScorer`,
+    :class:`companion.ops.export.ServingRecommender`) are fitted when they are built and
+    cannot be refitted; points 3 to 6 and 9 apply to them.
+    """
 
     #: whether training uses Keras (and so a seed and epochs)
     uses_keras = False

@@ -348,8 +348,9 @@ class FederatedMF(FactorMF):
                                   "client norms": [float(np.linalg.norm(u)) for u in updates]})
         self.weights_ = pd.Series(weights, index=self.client_names_, name="weight")
 
-    def _partial_fit(self, frame, counts):
-        raise NotImplementedError("FederatedMF is not updated incrementally; refit it.")
+    # FactorMF's warm start does not apply: with the base class's update step,
+    # partial_fit raises NotImplementedError before it changes anything
+    _partial_fit = Recommender._partial_fit
 
 
 class LocalMF(FactorMF):
@@ -381,8 +382,9 @@ class LocalMF(FactorMF):
             self.client_items_.append(item_f)
             self.client_bias_.append(item_b)
 
-    def _partial_fit(self, frame, counts):
-        raise NotImplementedError("LocalMF is not updated incrementally; refit it.")
+    # FactorMF's warm start does not apply: with the base class's update step,
+    # partial_fit raises NotImplementedError before it changes anything
+    _partial_fit = Recommender._partial_fit
 
     def _score(self, users):
         out = np.empty((len(users), len(self.item_bias_)), dtype=np.float32)

@@ -1181,7 +1181,8 @@ class TwoStageRecommender(rec.Recommender):
 
     def recommend(self, user_ids, k: int = 10, exclude_seen: bool = True) -> np.ndarray:
         """The top ``k`` items per customer: the ranker's order over the candidates, then
-        the most popular other items (never past ones with ``exclude_seen``)."""
+        the most popular other items (past ones, with ``exclude_seen``, only when fewer
+        than ``k`` others are left, and then last)."""
         check_positive_int(k, name="k")
         self._check_fitted()
         task = "new" if exclude_seen else "all"
@@ -1214,6 +1215,9 @@ class TwoStageRecommender(rec.Recommender):
                                                           seen.indptr[code + 1]]])
                 extra = [item for item in popular[:k + len(taken)] if item not in taken]
                 items += extra[:k - len(items)]
+            if len(items) < k:  # fewer than k items not bought: the bought ones last
+                chosen = set(items)
+                items += [item for item in popular if item not in chosen][:k - len(items)]
             out[row] = items
         return out
 

@@ -316,6 +316,30 @@ def stacked_churn_dataset(interactions: pd.DataFrame, cutoffs,
 # ------------------------------------------------------------------------------------ models
 
 class _ChurnModel:
+    """Base class of the churn classifiers, and the contract that all of them keep.
+
+    Subclasses implement ``fit(data)`` and ``predict_proba(data)`` on a
+    :class:`ChurnData`; this class checks the input and the fitted state.
+
+    Notes
+    -----
+    Every concrete churn model of the companion (those here and
+    :class:`companion.retention.explain.FeatureMLP`) guarantees the following, and
+    ``tests/test_contracts.py`` checks each point on every subclass it finds (a new class
+    without a factory there fails):
+
+    1. ``fit(data)`` returns the model itself and does not modify ``data`` (its
+       features, labels and sequences). (:class:`Ensemble` fits its member models in
+       place.)
+    2. Before ``fit``, ``predict_proba`` raises ``RuntimeError`` ("... is not fitted yet;
+       call fit first."); ``fit`` and ``predict_proba`` given anything but a
+       :class:`ChurnData` raise ``TypeError``.
+    3. ``predict_proba(data)`` returns a 1-D float array of ``len(data)`` churn
+       probabilities, one per row of ``data`` in its order, finite and in [0, 1].
+    4. The same arguments, seed included, fitted on the same data give the same
+       probabilities (to float32 precision for the Keras models).
+    """
+
     def _check_data(self, data: object) -> ChurnData:
         if not isinstance(data, ChurnData):
             raise TypeError(f"{type(self).__name__} expects a ChurnData (see churn_dataset), "
