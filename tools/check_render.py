@@ -52,29 +52,34 @@ def chromium_args(binary: str, profile: str) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    parser.add_argument("--html", type=Path, default=HTML,
+                        help="the built book to check (default _build/html)")
+    parser.add_argument("--out", type=Path, default=OUT,
+                        help="folder for the screenshots (default _build/render)")
     args = parser.parse_args()
+    html_root, out = args.html, args.out
     if not Path(args.chromium).exists():
         print(f"chromium not found at {args.chromium}; install Debian's chromium package")
         return 2
-    handler = functools.partial(_Quiet, directory=str(HTML))
+    handler = functools.partial(_Quiet, directory=str(html_root))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    OUT.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
     failures = []
     try:
         for entry in toc_files(toc):
             name = Path(entry).with_suffix("")
             url = f"{base}/{name}.html"
-            source = (HTML / f"{name}.html").read_text(encoding="utf-8")
+            source = (html_root / f"{name}.html").read_text(encoding="utf-8")
             with tempfile.TemporaryDirectory() as profile:
                 dom = subprocess.run(
                     [*chromium_args(args.chromium, profile), "--dump-dom", url],
                     capture_output=True, text=True, timeout=120,
                 ).stdout
             with tempfile.TemporaryDirectory() as profile:
-                shot = OUT / f"{name.name}.png"
+                shot = out / f"{name.name}.png"
                 subprocess.run(
                     [*chromium_args(args.chromium, profile), f"--screenshot={shot}", url],
                     capture_output=True, timeout=120,
@@ -85,7 +90,8 @@ def main() -> int:
                                                            flags=re.S)))
             outputs = dom.count("cell_output")
             figures = len(re.findall(r"<img[^>]+src=\"[^\"]*_images/", dom))
-            broken = page_rules.check_html(dom, HTML / f"{name}.html", HTML) if dom else []
+            broken = (page_rules.check_html(dom, html_root / f"{name}.html", html_root)
+                      if dom else [])
             for problem in broken:
                 print(f"     {problem}")
             ok = bool(dom) and not broken and (

@@ -43,7 +43,7 @@ from companion.data.preprocessing import Split, check_interactions
 from companion.recsys.baselines import Recommender
 
 __all__ = ["FactorMF", "FederatedMF", "LocalMF", "bpr_epoch", "clip_update", "aggregate",
-           "client_weights"]
+           "client_weights", "transfer_study", "federated_study"]
 
 
 def _rng(seed: int, epoch: int, client: int = 0) -> np.random.Generator:
