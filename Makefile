@@ -1,6 +1,7 @@
 # Two commands for readers and CI (see README.md):
 #   make book   build the HTML book, every chapter executed
-#   make test   ruff, unit tests, nbval over every chapter, strict book build + page check
+#   make test   ruff, unit tests, nbval over every chapter, strict book build, page
+#               checks on the built HTML and in headless Chromium
 # Both create or reuse the virtual environment .venv and install what they need.
 
 VENV   ?= .venv
@@ -42,7 +43,7 @@ book: install
 	$(JB) build . --keep-going
 	$(PY) tools/check_book.py
 
-test: install lint unit nbval book-strict check-pages
+test: install lint unit nbval book-strict check-pages check-render
 
 lint: install
 	$(STAMP)
@@ -90,8 +91,11 @@ check-pages: install
 	$(STAMP)
 	$(PY) tools/check_book.py
 
-# Optional: render chapters in headless Chromium with no network (needs Debian's chromium).
+# Every page rendered in headless Chromium with no network (Debian's chromium package;
+# .ci/run installs it): maths typeset, the page rules on the DOM, a screenshot per page in
+# _build/render/.
 check-render: install
+	$(STAMP)
 	$(PY) tools/check_render.py
 
 clean:

@@ -13,6 +13,7 @@ Usage: python tools/check_render.py [--chromium /usr/bin/chromium]
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import functools
 import http.server
 import re
@@ -49,6 +50,34 @@ def chromium_args(binary: str, profile: str) -> list[str]:
     ]
 
 
+def render_page(chromium: str, base: str, html_root: Path, out: Path,
+                name: Path) -> tuple[Path, bool, list[str]]:
+    """Dump one page's DOM and screenshot it; return whether it passed, and the report."""
+    url = f"{base}/{name}.html"
+    source = (html_root / f"{name}.html").read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run([*chromium_args(chromium, profile), "--dump-dom", url],
+                             capture_output=True, text=True, timeout=120).stdout
+    shot = out / f"{name.name}.png"
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run([*chromium_args(chromium, profile), f"--screenshot={shot}", url],
+                       capture_output=True, timeout=120)
+    has_math = 'class="math' in source
+    typeset = dom.count("<mjx-container")
+    # raw delimiters left in the text (code, where a regex may hold "\[", is not text)
+    text = re.sub(r"<script.*?</script>|<pre.*?</pre>", "", dom, flags=re.S)
+    raw_left = len(re.findall(r"\\\(|\\\[", text))
+    outputs = dom.count("cell_output")
+    figures = len(re.findall(r"<img[^>]+src=\"[^\"]*_images/", dom))
+    broken = page_rules.check_html(dom, html_root / f"{name}.html", html_root) if dom else []
+    ok = bool(dom) and not broken and (not has_math or (typeset > 0 and raw_left == 0))
+    lines = [f"     {problem}" for problem in broken]
+    lines.append(f"{'ok  ' if ok else 'FAIL'} {name}: maths typeset={typeset} "
+                 f"raw={raw_left} outputs={outputs} figures={figures} "
+                 f"screenshot={shot.name}")
+    return name, ok, lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
@@ -67,37 +96,16 @@ def main() -> int:
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
     out.mkdir(parents=True, exist_ok=True)
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    failures = []
+    entries = [Path(entry).with_suffix("") for entry in toc_files(toc)]
     try:
-        for entry in toc_files(toc):
-            name = Path(entry).with_suffix("")
-            url = f"{base}/{name}.html"
-            source = (html_root / f"{name}.html").read_text(encoding="utf-8")
-            with tempfile.TemporaryDirectory() as profile:
-                dom = subprocess.run(
-                    [*chromium_args(args.chromium, profile), "--dump-dom", url],
-                    capture_output=True, text=True, timeout=120,
-                ).stdout
-            with tempfile.TemporaryDirectory() as profile:
-                shot = out / f"{name.name}.png"
-                subprocess.run(
-                    [*chromium_args(args.chromium, profile), f"--screenshot={shot}", url],
-                    capture_output=True, timeout=120,
-                )
-            has_math = 'class="math' in source
-            typeset = dom.count("<mjx-container")
-            raw_left = len(re.findall(r"\\\(|\\\[", re.sub(r"<script.*?</script>", "", dom,
-                                                           flags=re.S)))
-            outputs = dom.count("cell_output")
-            figures = len(re.findall(r"<img[^>]+src=\"[^\"]*_images/", dom))
-            broken = (page_rules.check_html(dom, html_root / f"{name}.html", html_root)
-                      if dom else [])
-            for problem in broken:
-                print(f"     {problem}")
-            ok = bool(dom) and not broken and (
-                not has_math or (typeset > 0 and raw_left == 0))
-            print(f"{'ok  ' if ok else 'FAIL'} {name}: maths typeset={typeset} "
-                  f"raw={raw_left} outputs={outputs} figures={figures} screenshot={shot.name}")
+        # two pages at a time (the machine's two cores); each Chromium run starts afresh
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            reports = list(pool.map(
+                lambda name: render_page(args.chromium, base, html_root, out, name),
+                entries))
+        failures = []
+        for name, ok, lines in reports:
+            print("\n".join(lines))
             if not ok:
                 failures.append(str(name))
     finally:
