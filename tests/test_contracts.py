@@ -185,13 +185,17 @@ class _Fitted:
         return self.record(cls)["model"]
 
 
-def make(cls: type, world) -> rec.Recommender:
+def build(cls: type, world, factories: dict, kind: str, where: str):
     """A new unfitted instance of ``cls`` from its factory (fails without one)."""
-    if cls not in FACTORIES:
-        pytest.fail(_no_factory(cls, "recommender", "FACTORIES (or WRAPPERS)"))
-    model = FACTORIES[cls](world)
+    if cls not in factories:
+        pytest.fail(_no_factory(cls, kind, where))
+    model = factories[cls](world)
     assert type(model) is cls, f"the factory of {cls.__name__} builds a {type(model).__name__}"
     return model
+
+
+def make(cls: type, world) -> rec.Recommender:
+    return build(cls, world, FACTORIES, "recommender", "FACTORIES (or WRAPPERS)")
 
 
 @pytest.fixture(scope="module")
@@ -411,11 +415,7 @@ CHURN_FACTORIES = {
 
 
 def make_churn(cls: type, world):
-    if cls not in CHURN_FACTORIES:
-        pytest.fail(_no_factory(cls, "churn model", "CHURN_FACTORIES"))
-    model = CHURN_FACTORIES[cls](world)
-    assert type(model) is cls, f"the factory of {cls.__name__} builds a {type(model).__name__}"
-    return model
+    return build(cls, world, CHURN_FACTORIES, "churn model", "CHURN_FACTORIES")
 
 
 @pytest.fixture(scope="module")

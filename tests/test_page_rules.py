@@ -4,7 +4,8 @@ page passes them all."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _companion_book():
-    spec = importlib.util.spec_from_file_location(
-        "companion_book_ext", ROOT / "book" / "_ext" / "companion_book.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    try:
+        return importlib.import_module("companion_book")
+    finally:
+        sys.path.pop(0)
 
 
 def test_a_captioned_figure_gets_its_caption_as_alt_text():
