@@ -315,3 +315,15 @@ def test_verdict_reads_the_interval_against_zero():
     assert evaluation.verdict(0.0, 0.1, **words) == "tie"  # touching zero is not a gain
     with pytest.raises(ValueError, match="above its high end"):
         evaluation.verdict(0.2, 0.1, **words)
+
+
+def test_binary_metrics_take_one_example_refuse_none_and_fractional_labels():
+    # one example is enough; no example is an error
+    assert metrics.brier_score([1], [0.75]) == pytest.approx(0.0625)
+    with pytest.raises(ValueError, match="empty"):
+        metrics.brier_score([], [])
+    # labels must be 0/1: a 0.5 is not truncated to 0, and booleans count as 0/1
+    with pytest.raises(ValueError, match="0/1 labels"):
+        metrics.brier_score([0.5, 1.0], [0.2, 0.8])
+    assert metrics.log_loss(np.array([True, False]), [0.8, 0.3]) == pytest.approx(
+        metrics.log_loss([1, 0], [0.8, 0.3]))
