@@ -161,6 +161,17 @@ def use_book_tables() -> bool:
     if shell is None:
         return False
     html = shell.display_formatter.formatters["text/html"]
-    html.for_type(pd.DataFrame, table_html)
-    html.for_type(pd.Series, table_html)
+    html.for_type(pd.DataFrame, _display_html)
+    html.for_type(pd.Series, _display_html)
     return True
+
+
+#: frames longer than this are left to pandas' own (cut-off) display: a data set shown by
+#: mistake must not turn into a page of a million rows
+MAX_ROWS = 1000
+
+
+def _display_html(frame: pd.DataFrame | pd.Series) -> str:
+    if len(frame) > MAX_ROWS:  # pandas' display, cut off by its display options
+        return (frame.to_frame() if isinstance(frame, pd.Series) else frame)._repr_html_()
+    return table_html(frame)

@@ -96,6 +96,10 @@ def test_use_book_tables_routes_frames_and_series_through_the_formatter():
         assert "646,582" in data["text/html"]
         data, _ = shell.display_formatter.format(pd.DataFrame({"x": [np.nan, 1.5]}))
         assert book.MISSING in data["text/html"] and "NaN" not in data["text/html"]
+        # a whole data set shown by mistake keeps pandas' cut-off display
+        data, _ = shell.display_formatter.format(
+            pd.DataFrame({"x": np.arange(book.MAX_ROWS + 1)}))
+        assert "..." in data["text/html"] and "rows" in data["text/html"]
     finally:
         InteractiveShell.clear_instance()
 
