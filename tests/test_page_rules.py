@@ -119,6 +119,15 @@ def test_a_link_to_another_page_and_its_anchor_resolves(tmp_path):
     assert "link does not resolve" in check(broken, tmp_path)[0]
 
 
+def test_pandas_fixed_point_floats_are_caught_but_four_digit_floats_are_not(tmp_path):
+    table = CLEAN.replace("<td>1,234</td>", "<td>10.000000</td>").replace(
+        "<td>3</td>", "<td>2.000000</td>")
+    assert "integer shown as a float" in check(table, tmp_path)[0]
+    rounded = CLEAN.replace("<td>1,234</td>", "<td>67.00</td>").replace(
+        "<td>3</td>", "<td>12.00</td>")
+    assert check(rounded, tmp_path) == []
+
+
 def test_a_float_column_may_show_whole_numbers_with_decimals(tmp_path):
     mixed = CLEAN.replace("<td>0.1234</td>", "<td>2.0</td>").replace(
         "<td>–</td>", "<td>2.5</td>")

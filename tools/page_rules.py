@@ -44,7 +44,10 @@ RAW_TEX = [(re.compile(r"\$\$"), "raw TeX"),
            (re.compile(r"\*\*[A-Za-z][^*]*\*\*"), "raw Markdown")]
 MISSING_CELLS = {"NaN", "nan", "<NA>", "NaT", "None"}
 CUT_CELLS = {"...", "…"}
-FLOAT_INTEGER = re.compile(r"^-?\d{1,3}(?:,?\d{3})*\.0+$")
+# how pandas writes a whole number stored as a float: "3.0", "646582.0", "10.000000"
+# (companion.book.table_html shows whole-number columns as integers, and a float column
+# to four significant digits, so "67.00" from 67.0012 is a float, not this defect)
+FLOAT_INTEGER = re.compile(r"^-?\d{1,3}(?:,?\d{3})*\.(?:0|0{6})$")
 OUTPUT_DEFECTS = [
     (re.compile(r"Traceback \(most recent call last\)"), "a traceback"),
     (re.compile(r"\b[A-Z][A-Za-z]*Warning\b"), "a warning"),
