@@ -156,6 +156,10 @@ def test_features_match_rfm(long_shop, cutoffs):
     rfm = behaviour.rfm_features(inter, cutoffs[0])
     pd.testing.assert_series_equal(feats["frequency"], rfm["frequency"].astype(float))
     assert np.allclose(feats["monetary"], rfm["monetary"])
+    # the two ratios: days per invoice over the customer's tenure, and the mean basket
+    assert np.allclose(feats["days_per_invoice"], feats["tenure_days"] / feats["frequency"])
+    assert np.allclose(feats["basket_value"], feats["monetary"] / feats["frequency"])
+    assert (feats["frequency"] > 1).any()  # the ratios differ from products here
 
 
 def test_sequences_count_invoices(long_shop, cutoffs):
