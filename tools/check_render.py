@@ -43,6 +43,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 def chromium_args(binary: str, profile: str) -> list[str]:
     return [
         binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--disable-dev-shm-usage",
         "--no-first-run", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", f"--user-data-dir={profile}",
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
