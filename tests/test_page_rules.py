@@ -95,7 +95,7 @@ def test_a_clean_page_passes(tmp_path):
      "<div class=\"output text_plain\"><pre>&lt;Model at 0x7f3a2b1c9d40&gt;</pre></div>"
      "<div class=\"output text_html\">"),
     ("output shows", "<div class=\"output text_html\">",
-     "<div class=\"output text_plain\"><pre>read /home/ana/data.csv</pre></div>"
+     f"<div class=\"output text_plain\"><pre>read {ROOT / 'shop.csv'}</pre></div>"
      "<div class=\"output text_html\">"),
     ("figure without a caption", "<figure class=\"align-default\" id=\"fig-a\">",
      "<img alt=\"x\" src=\"../_images/b.png\" /><figure class=\"align-default\" "

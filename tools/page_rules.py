@@ -123,8 +123,16 @@ def table_defects(body: Tag) -> list[tuple[str, str]]:
     return found
 
 
+def _local_roots() -> list[str]:
+    """This checkout's folder and the user's home: wherever they are, an output that
+    names them shows the build machine's paths."""
+    roots = {str(ROOT), str(Path.home())}
+    return sorted(r for r in roots if len(r) > 1)
+
+
 def output_defects(body: Tag) -> list[tuple[str, str]]:
     found = []
+    roots = _local_roots()
     for output in body.select("div.cell_output"):
         if output.select("div.stderr, div.output.stderr"):
             found.append(("output shows", "standard error"))
@@ -133,6 +141,13 @@ def output_defects(body: Tag) -> list[tuple[str, str]]:
             match = pattern.search(text)
             if match:
                 found.append(("output shows", f"{what}: {_short(text, match.start())}"))
+                break
+        else:
+            for root in roots:
+                if root in text:
+                    found.append(("output shows", "an absolute local path: "
+                                  f"{_short(text, text.index(root))}"))
+                    break
     return found
 
 
