@@ -193,6 +193,22 @@ def test_recency_weights(world):
         deep._recency_weights(frame, users, items, -5.0)
 
 
+@pytest.mark.parametrize("hidden", [(16,), (16, 8), ()])
+def test_neumf_fast_scores_match_keras(world, hidden):
+    model = deep.NeuMF(dim=8, hidden=hidden, epochs=2, batch_size=256, seed=3)
+    model.fit(world["train"])
+    users = np.arange(7)
+    u = np.repeat(users, model.n_items_).astype(np.int32)
+    i = np.tile(np.arange(model.n_items_), len(users)).astype(np.int32)
+    expected = np.asarray(model.model_([u, i], training=False)).reshape(7, -1)
+    fast = model._score(users)
+    assert fast.dtype == np.float32
+    assert np.allclose(fast, expected, atol=1e-5)
+    # the fast path reads the trained weights: another seed's model scores differently
+    other = deep.NeuMF(dim=8, hidden=hidden, epochs=2, batch_size=256, seed=4)
+    assert not np.allclose(other.fit(world["train"])._score(users), fast, atol=1e-3)
+
+
 def test_source_lstm_fast_scores_match_keras(fitted):
     model = fitted["source LSTM"]
     users = np.arange(5)

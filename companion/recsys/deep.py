@@ -197,13 +197,15 @@ class NeuMF(KerasRecommender):
 
         u = keras.Input(shape=(), dtype="int32")
         i = keras.Input(shape=(), dtype="int32")
-        gmf = keras.layers.Embedding(self.n_users_, self.dim)(u) * keras.layers.Embedding(
-            self.n_items_, self.dim)(i)
-        h = keras.ops.concatenate([keras.layers.Embedding(self.n_users_, self.dim)(u),
-                                   keras.layers.Embedding(self.n_items_, self.dim)(i)], axis=-1)
-        for units in self.hidden:
-            h = keras.layers.Dense(units, activation="relu", kernel_initializer="he_normal")(h)
-        logit = keras.layers.Dense(1)(keras.ops.concatenate([gmf, h], axis=-1))
+        gmf = keras.layers.Embedding(self.n_users_, self.dim, name="gmf_users")(u) * \
+            keras.layers.Embedding(self.n_items_, self.dim, name="gmf_items")(i)
+        h = keras.ops.concatenate([
+            keras.layers.Embedding(self.n_users_, self.dim, name="mlp_users")(u),
+            keras.layers.Embedding(self.n_items_, self.dim, name="mlp_items")(i)], axis=-1)
+        for depth, units in enumerate(self.hidden):
+            h = keras.layers.Dense(units, activation="relu", kernel_initializer="he_normal",
+                                   name=f"hidden_{depth}")(h)
+        logit = keras.layers.Dense(1, name="output")(keras.ops.concatenate([gmf, h], axis=-1))
         model = keras.Model([u, i], keras.ops.squeeze(logit, -1))
         model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                       loss=keras.losses.BinaryCrossentropy(from_logits=True))
@@ -218,11 +220,43 @@ class NeuMF(KerasRecommender):
         order = self.rng_.permutation(len(users))
         return self._fit_arrays([users[order], items[order]], labels[order])
 
+    def _after_fit(self):
+        layer = self.model_.get_layer
+        gmf_users, gmf_items = (layer(n).get_weights()[0] for n in ("gmf_users", "gmf_items"))
+        mlp_users, mlp_items = (layer(n).get_weights()[0] for n in ("mlp_users", "mlp_items"))
+        self.hidden_weights_ = [layer(f"hidden_{d}").get_weights()
+                                for d in range(len(self.hidden))]
+        w_out, self.out_bias_ = layer("output").get_weights()
+        w_gmf, self.w_mlp_ = w_out[:self.dim, 0], w_out[self.dim:, 0]
+        # the GMF branch's part of the logit is a dot product of a user and an item vector
+        self.gmf_users_, self.gmf_items_ = gmf_users, gmf_items * w_gmf
+        # the first layer after concat(user, item) is a user part plus an item part
+        kernel, bias = self.hidden_weights_[0] if self.hidden else \
+            (self.w_mlp_[:, None], np.zeros(1, np.float32))
+        self.mlp_user_part_ = mlp_users @ kernel[:self.dim] + bias
+        self.mlp_item_part_ = mlp_items @ kernel[self.dim:]
+
     def _score(self, users):
-        n_items = self.n_items_
-        u = np.repeat(users.astype(np.int32), n_items)
-        i = np.tile(np.arange(n_items, dtype=np.int32), len(users))
-        return predict_in_chunks(self.model_, [u, i], 1 << 16).reshape(len(users), n_items)
+        """The network's logit for every (user, item) pair, computed in NumPy.
+
+        The GMF branch's share of the logit is a matrix product, and the first hidden
+        layer splits into a user part and an item part, so only the later layers run per
+        pair (the same numbers as calling the Keras model on every pair, tested).
+        """
+        out = self.gmf_users_[users] @ self.gmf_items_.T + self.out_bias_[0]
+        if not self.hidden:  # no hidden layer: the MLP branch is linear
+            return (out + self.mlp_user_part_[users] + self.mlp_item_part_[:, 0]
+                    ).astype(np.float32)
+        for lo in range(0, len(users), 64):
+            rows = users[lo:lo + 64]
+            h = self.mlp_user_part_[rows, None] + self.mlp_item_part_[None]
+            h = np.maximum(h, 0, out=h).reshape(-1, h.shape[-1])  # 2-D for BLAS
+            for kernel, bias in self.hidden_weights_[1:]:
+                h = h @ kernel
+                h += bias
+                np.maximum(h, 0, out=h)
+            out[lo:lo + 64] += (h @ self.w_mlp_).reshape(len(rows), -1)
+        return out.astype(np.float32)
 
 
 _MAX_WORDS = 12  # description words kept per item by the two-tower model
