@@ -18,7 +18,7 @@ optimiser update is recorded. Then:
 
 Models not covered, and why: ``export.scorer_model`` is built from a fitted two-tower
 model for serving and is never trained (its item layer is frozen by design);
-``spark.mirrored_fit`` trains a two-``Dense`` classifier in a separate process under
+``distributed.mirrored_fit`` trains a two-``Dense`` classifier in a separate process under
 ``tf.distribute`` and only reports its losses.
 """
 

@@ -198,17 +198,6 @@ def test_recommenders_rank_like_pandas_and_score_the_same(both, interactions, na
     assert abs(metrics["NDCG"].mean() - expected["NDCG"].mean()) < 0.02
 
 
-def test_mirrored_fit_rejects_bad_input():
-    X = np.zeros((10, 3), dtype=np.float32)
-    with pytest.raises(ValueError, match="one row per label"):
-        cs.mirrored_fit(X, np.zeros(9))
-    X[0, 0] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
-        cs.mirrored_fit(X, np.zeros(10))
-    with pytest.raises(ValueError, match="devices"):
-        cs.mirrored_fit(X, np.zeros(10), devices=0)
-
-
 def test_scale_shop_fractions_and_errors(shop):
     raw = shop[0]
     half = cs.scale_shop(raw, 0.5)

@@ -13,6 +13,8 @@ compression
     distillation, magnitude and structured pruning, and int8 quantisation.
 spark
     The book's pipeline on Apache Spark: the same tables and metrics as the pandas path.
+distributed
+    Training a Keras model with ``tf.distribute`` on several CPU replicas.
 scale_out
     Chapter 7.2's check of the two engines: the pandas and Spark paths timed and compared.
 automl
