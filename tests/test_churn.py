@@ -320,12 +320,12 @@ def test_stack_and_select(datasets):
 
 def test_validation_split_keeps_customers_together():
     customers = np.repeat(np.arange(50), 3)
-    val, train = churn._customer_split(customers, 0.2, seed=1)
+    val, train = churn.customer_split(customers, 0.2, seed=1)
     assert len(val) == 30 and len(train) == 120
     assert not set(customers[val]) & set(customers[train])
     # with one row per customer it is a plain random permutation of the rows
     order = np.random.default_rng(0).permutation(40)
-    val, train = churn._customer_split(np.arange(40), 0.25, seed=0)
+    val, train = churn.customer_split(np.arange(40), 0.25, seed=0)
     assert np.array_equal(np.concatenate([val, train]), order)
 
 

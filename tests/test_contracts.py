@@ -2,7 +2,7 @@
 
 The contracts are the numbered lists in the docstrings of
 :class:`companion.recsys.baselines.Recommender` (recommenders) and of
-``companion.retention.churn._ChurnModel`` (churn classifiers). The classes are found, not
+``companion.retention.churn.ChurnModel`` (churn classifiers). The classes are found, not
 listed: every companion module is imported and the base class's subclasses are walked, so
 a new class is checked as soon as it exists. A public class that implements the kind's
 scoring method is concrete; private classes (a leading underscore) and classes that leave
@@ -71,7 +71,7 @@ def _name(cls: type) -> str:
 
 
 RECOMMENDERS = _concrete(rec.Recommender, "_score")
-CHURN_MODELS = _concrete(churn._ChurnModel, "predict_proba")
+CHURN_MODELS = _concrete(churn.ChurnModel, "predict_proba")
 
 
 # ------------------------------------------------------------------------------ the data

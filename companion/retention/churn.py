@@ -315,7 +315,7 @@ def stacked_churn_dataset(interactions: pd.DataFrame, cutoffs,
 
 # ------------------------------------------------------------------------------------ models
 
-class _ChurnModel:
+class ChurnModel:
     """Base class of the churn classifiers, and the contract that all of them keep.
 
     Subclasses implement ``fit(data)`` and ``predict_proba(data)`` on a
@@ -360,7 +360,7 @@ class _ChurnModel:
         return f"{type(self).__name__}()"
 
 
-class RecencyRule(_ChurnModel):
+class RecencyRule(ChurnModel):
     """Churn probability as a monotone function of the days since the last purchase."""
 
     def fit(self, data: ChurnData) -> RecencyRule:
@@ -378,7 +378,7 @@ class RecencyRule(_ChurnModel):
         return self.model_.predict(self._matrix(self._check_data(data))[:, 0])
 
 
-class LogisticRFM(_ChurnModel):
+class LogisticRFM(ChurnModel):
     """Logistic regression on standardised ``log1p`` recency, frequency and monetary value."""
 
     def __init__(self, C: float = 1.0) -> None:
@@ -391,7 +391,7 @@ class LogisticRFM(_ChurnModel):
 
         data = self._check_data(data)
         self.columns_ = RFM_COLUMNS
-        self.model_ = make_pipeline(FunctionTransformer(_signed_log1p), StandardScaler(),
+        self.model_ = make_pipeline(FunctionTransformer(signed_log1p), StandardScaler(),
                                     LogisticRegression(C=self.C, max_iter=1000))
         self.model_.fit(self._matrix(data), data.labels.to_numpy())
         return self
@@ -401,11 +401,12 @@ class LogisticRFM(_ChurnModel):
         return self.model_.predict_proba(self._matrix(self._check_data(data)))[:, 1]
 
 
-def _signed_log1p(x):
+def signed_log1p(x):
+    """``sign(x) * log(1 + |x|)``: compresses large counts and amounts, keeps the sign."""
     return np.sign(x) * np.log1p(np.abs(x))
 
 
-def _customer_split(customers: np.ndarray, fraction: float, seed: int
+def customer_split(customers: np.ndarray, fraction: float, seed: int
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Row positions of a random ``fraction`` of the customers, and of the others.
 
@@ -424,7 +425,7 @@ def _customer_split(customers: np.ndarray, fraction: float, seed: int
     return order[:cut], order[cut:]
 
 
-class GradientBoosting(_ChurnModel):
+class GradientBoosting(ChurnModel):
     """Histogram gradient-boosted trees on every feature column.
 
     Early-stops on a random ``validation_fraction`` of the training customers, all rows of
@@ -449,7 +450,7 @@ class GradientBoosting(_ChurnModel):
             max_leaf_nodes=self.max_leaf_nodes, l2_regularization=1.0,
             early_stopping=True, n_iter_no_change=20, random_state=self.seed)
         x, y = self._matrix(data), data.labels.to_numpy()
-        val, tr = _customer_split(data.customers, self.validation_fraction, self.seed)
+        val, tr = customer_split(data.customers, self.validation_fraction, self.seed)
         self.model_.fit(x[tr], y[tr], X_val=x[val], y_val=y[val])
         return self
 
@@ -480,7 +481,7 @@ def pool_sequences(sequences: np.ndarray, pool: int) -> np.ndarray:
     return out
 
 
-class SequenceChurn(_ChurnModel):
+class SequenceChurn(ChurnModel):
     """A Keras GRU over weekly activity, joined with the (log, standardised) features.
 
     ``pool`` merges that many weeks into one step of the GRU (4 turns a year of weeks into
@@ -501,7 +502,7 @@ class SequenceChurn(_ChurnModel):
         self.pool = pool
 
     def _inputs(self, data: ChurnData):
-        x = _signed_log1p(self._matrix(data))
+        x = signed_log1p(self._matrix(data))
         x = (x - self.mean_) / self.scale_
         return [pool_sequences(data.sequences, self.pool), x.astype(np.float32)]
 
@@ -514,13 +515,13 @@ class SequenceChurn(_ChurnModel):
         check_positive_int(self.epochs, name="epochs")
         seed_everything(self.seed)
         self.columns_ = tuple(data.features.columns)
-        raw = _signed_log1p(self._matrix(data))
+        raw = signed_log1p(self._matrix(data))
         # a column constant in training (history_days at one cutoff) is left out: inf scale
         std = raw.std(axis=0)
         self.mean_, self.scale_ = raw.mean(axis=0), np.where(std > 1e-9, std + 1e-6, np.inf)
         seq, x = self._inputs(data)
         y = data.labels.to_numpy(dtype=np.float32)
-        val, tr = _customer_split(data.customers, self.validation_fraction, self.seed)
+        val, tr = customer_split(data.customers, self.validation_fraction, self.seed)
         s_in = keras.Input(shape=seq.shape[1:])
         f_in = keras.Input(shape=(x.shape[1],))
         h = keras.layers.GRU(self.units, seed=self.seed)(s_in)
@@ -591,7 +592,7 @@ def pooling_cost(data: ChurnData, pools: Sequence[int] = (1, 4), *, rows: int = 
     return table
 
 
-class BetaGeoChurn(_ChurnModel):
+class BetaGeoChurn(ChurnModel):
     """The BG/NBD model's probability of no purchase over the horizon, as a churn model.
 
     BG/NBD needs no labels, so ``fit`` only checks the data; ``predict_proba`` fits the
@@ -654,7 +655,7 @@ def blend(probas, weights=None) -> np.ndarray:
     return np.tensordot(w / w.sum(), np.stack(list(arrays.values())), axes=1)
 
 
-class Ensemble(_ChurnModel):
+class Ensemble(ChurnModel):
     """Several churn models fitted on the same data, their probabilities averaged.
 
     Averaging probabilities (not ranks) keeps the output a probability; each member is

@@ -22,7 +22,7 @@ import pandas as pd
 
 from companion._checks import check_positive_int
 from companion._optional import require
-from companion.retention.churn import ChurnData, _ChurnModel, _customer_split, _signed_log1p
+from companion.retention.churn import ChurnData, ChurnModel, customer_split, signed_log1p
 
 require("tensorflow", "deep", load=False)
 
@@ -78,7 +78,7 @@ def integrated_gradients(model, inputs: np.ndarray, baseline: np.ndarray | None 
     return diff * mean_grad
 
 
-class FeatureMLP(_ChurnModel):
+class FeatureMLP(ChurnModel):
     """A small Keras network on the churn features (``signed log1p``, standardised).
 
     One hidden ReLU layer, dropout, and a logit output trained with binary cross-entropy;
@@ -97,7 +97,7 @@ class FeatureMLP(_ChurnModel):
     def standardise(self, data: ChurnData) -> np.ndarray:
         """The network's input: the feature columns of ``data``, log-scaled and standardised."""
         self._check_fitted()
-        x = _signed_log1p(self._matrix(self._check_data(data)))
+        x = signed_log1p(self._matrix(self._check_data(data)))
         return ((x - self.mean_) / self.scale_).astype(np.float32)
 
     def fit(self, data: ChurnData) -> FeatureMLP:
@@ -110,11 +110,11 @@ class FeatureMLP(_ChurnModel):
         check_positive_int(self.epochs, name="epochs")
         seed_everything(self.seed)
         self.columns_ = tuple(data.features.columns)
-        raw = _signed_log1p(self._matrix(data))
+        raw = signed_log1p(self._matrix(data))
         std = raw.std(axis=0)  # a constant column is left out through an infinite scale
         self.mean_, self.scale_ = raw.mean(axis=0), np.where(std > 1e-9, std + 1e-6, np.inf)
         x, y = self.standardise(data), data.labels.to_numpy(dtype=np.float32)
-        val, tr = _customer_split(data.customers, self.validation_fraction, self.seed)
+        val, tr = customer_split(data.customers, self.validation_fraction, self.seed)
         inp = keras.Input(shape=(x.shape[1],))
         h = keras.layers.Dense(self.hidden, activation="relu", kernel_initializer="he_normal")(inp)
         h = keras.layers.Dropout(self.dropout, seed=self.seed)(h)
