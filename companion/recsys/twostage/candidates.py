@@ -1,9 +1,10 @@
 """Stage one of the two-stage recommender: candidates from several fitted recommenders.
 
-:class:`CandidateGenerator` takes the union of each generator's top ``n`` items per customer
-(:func:`default_generators` are the book's five); :func:`restrict_candidates` keeps the top
-``n`` of each, and :func:`candidate_recall` measures how much of what customers bought the
-candidates hold (the ceiling of stage two).
+:class:`~companion.recsys.twostage.CandidateGenerator` takes the union of each generator's
+top ``n`` items per customer (:func:`~companion.recsys.twostage.default_generators` are the
+book's five); :func:`~companion.recsys.twostage.restrict_candidates` keeps the top ``n`` of
+each, and :func:`~companion.recsys.twostage.candidate_recall` measures how much of what
+customers bought the candidates hold (the ceiling of stage two).
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """Stage two's inputs: features of each (customer, candidate) pair, computed before a cutoff.
 
-:class:`FeatureBuilder` and :func:`ranker_features` build the pair, item, customer,
-co-purchase, season and generator features; :data:`FEATURE_GROUPS` and
-:func:`feature_groups` name the groups the ablation of chapter 5.6 removes one at a time.
+:class:`~companion.recsys.twostage.FeatureBuilder` and
+:func:`~companion.recsys.twostage.ranker_features` build the pair, item, customer,
+co-purchase, season and generator features;
+:data:`~companion.recsys.twostage.FEATURE_GROUPS` and
+:func:`~companion.recsys.twostage.feature_groups` name the groups the ablation of chapter
+5.6 removes one at a time.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The two-stage recommender: generators, features and a ranker per task, behind the
 recommender protocol.
 
-:func:`training_examples` labels the candidates of a cutoff with what each customer bought
-in the next ``label_days``; :class:`TwoStageRecommender` fits generators and rankers and
+:func:`~companion.recsys.twostage.training_examples` labels the candidates of a cutoff with
+what each customer bought in the next ``label_days``;
+:class:`~companion.recsys.twostage.TwoStageRecommender` fits generators and rankers and
 recommends like every :class:`companion.recsys.baselines.Recommender`.
 """
 

@@ -1,8 +1,10 @@
 """Stage two's learned rankers: LightGBM LambdaRank and a Keras listwise MLP.
 
-:class:`LightGBMRanker` (Burges 2010; Ke et al. 2017) and :class:`KerasListwiseRanker` (a
-softmax loss over each customer's candidates) share one interface: ``fit(features, labels,
-groups)`` and ``predict(features)``; :func:`candidate_ndcg` scores a ranking of candidates.
+:class:`~companion.recsys.twostage.LightGBMRanker` (Burges 2010; Ke et al. 2017) and
+:class:`~companion.recsys.twostage.KerasListwiseRanker` (a softmax loss over each customer's
+candidates) share one interface: ``fit(features, labels, groups)`` and
+``predict(features)``; :func:`~companion.recsys.twostage.candidate_ndcg` scores a ranking of
+candidates.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Chapter 5.6's study: the two-stage recommender on each window of a rolling origin.
 
-:func:`rolling_two_stage` fits, tunes and scores it on every test window, with the Keras
-ranker and the feature-group ablation beside it, and returns a :class:`TwoStageResult`.
+:func:`~companion.recsys.twostage.rolling_two_stage` fits, tunes and scores it on every test
+window, with the Keras ranker and the feature-group ablation beside it, and returns a
+:class:`~companion.recsys.twostage.TwoStageResult`.
 """
 
 from __future__ import annotations
