@@ -86,13 +86,30 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec):
         target = MOVED[spec.name.partition(".")[2]]
-        warnings.warn(f"{spec.name} moved to {target} in 0.2.0; the old name is removed "
-                      f"in {REMOVED_IN}. Import {target} instead.", DeprecationWarning,
-                      stacklevel=2)  # warnings skips the import system's frames
+        _warn_moved(spec.name, target, stacklevel=2)  # warnings skips the import system's frames
         return _Alias(spec.name, target)
 
     def exec_module(self, module) -> None:
         module._module()  # import the target now, so that a broken one fails here
+
+
+def _warn_moved(old: str, new: str, stacklevel: int) -> None:
+    warnings.warn(f"{old} moved to {new} in 0.2.0; the old name is removed in {REMOVED_IN}. "
+                  f"Import {new} instead.", DeprecationWarning, stacklevel=stacklevel + 1)
+
+
+def moved_names(module: str, targets: dict[str, str]):
+    """A module ``__getattr__`` for names that left ``module``: ``targets`` maps each old
+    name to the module that holds it now. The old name gives the same object, with the
+    same :class:`DeprecationWarning` as a moved module."""
+
+    def __getattr__(name: str):
+        if name not in targets:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        _warn_moved(f"{module}.{name}", f"{targets[name]}.{name}", stacklevel=2)
+        return getattr(importlib.import_module(targets[name]), name)
+
+    return __getattr__
 
 
 def install() -> None:

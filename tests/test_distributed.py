@@ -24,9 +24,11 @@ def test_mirrored_fit_rejects_bad_input():
 def test_the_old_name_in_spark_warns_and_forwards():
     from companion.ops import spark
 
-    with pytest.warns(DeprecationWarning, match="companion.ops.distributed.mirrored_fit"):
+    with pytest.warns(DeprecationWarning, match="spark.mirrored_fit moved to "
+                      "companion.ops.distributed.mirrored_fit") as caught:
         old = spark.mirrored_fit
     assert old is distributed.mirrored_fit
+    assert caught[0].filename == __file__  # the warning points at the caller's line
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from companion._checks import check_positive_int, check_timestamp
+from companion._compat import moved_names
 from companion._optional import require
 from companion.data.preprocessing import CANONICAL, NON_PRODUCT_CODES, NON_PRODUCT_PATTERN
 
@@ -934,16 +935,5 @@ def metric_means(expected: dict[str, Any], got: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["model", "path"])
 
 
-def __getattr__(name: str):
-    # mirrored_fit moved to companion.ops.distributed in 0.2.0 (tf.distribute is not
-    # Spark); the old name works for one release, with a warning
-    if name == "mirrored_fit":
-        import warnings as _warnings
-
-        from companion.ops import distributed
-
-        _warnings.warn("companion.ops.spark.mirrored_fit is deprecated and will be removed "
-                       "in 0.3.0; use companion.ops.distributed.mirrored_fit.",
-                       DeprecationWarning, stacklevel=2)
-        return distributed.mirrored_fit
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# mirrored_fit moved to companion.ops.distributed in 0.2.0 (tf.distribute is not Spark)
+__getattr__ = moved_names(__name__, {"mirrored_fit": "companion.ops.distributed"})
