@@ -30,11 +30,14 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # so the tail of a CI log tells where the time went)
 STAMP = @mkdir -p _build && echo "$@ started $$(date -u +%H:%M:%S)" >> _build/stage-times.txt
 
+# uv installs the same packages as pip in a third of the time (pip is the fallback)
+EXTRAS := book,test,deep,rank,serve,tune,spark,data
 $(VENV)/.stamp-install: pyproject.toml
 	$(STAMP)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[book,test,deep,rank,serve,tune,spark,data]"
+	$(PY) -m pip install --quiet --upgrade pip uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[$(EXTRAS)]" \
+		|| $(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
 install: $(VENV)/.stamp-install
@@ -73,7 +76,7 @@ NBVAL_A   := $(filter $(NBVAL_ALL),$(addprefix book/,05b_deep_recommenders.md \
 	04_mathematics.md 07_tools.md 01_background.md))
 NBVAL_B   := $(filter-out $(NBVAL_A),$(NBVAL_ALL))
 NBVAL     := $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
-	--nbval-cell-timeout=1800 --book-cache
+	--nbval-cell-timeout=1800 --book-cache --durations=40
 
 nbval: install
 	$(STAMP)

@@ -193,6 +193,32 @@ def test_recency_weights(world):
         deep._recency_weights(frame, users, items, -5.0)
 
 
+def test_max_age_leaves_out_old_pairs(world):
+    train = world["train"]
+    last = train.groupby(["user_id", "item_id"])["timestamp"].max()
+    age = (train["timestamp"].max() - last).dt.total_seconds() / 86400
+    cut = deep.age_cut(train, half_life_days=30, max_age_days=120)
+    assert cut["pairs kept"] == pytest.approx(float((age <= 120).mean()))
+    weight = 0.5 ** (age / 30)
+    assert cut["weight dropped"] == pytest.approx(
+        float(weight[age > 120].sum() / weight.sum()))
+    assert 0 < cut["pairs kept"] < 1 and 0 < cut["weight dropped"] < 0.1
+    model = deep.TwoTower(dim=8, half_life_days=30, max_age_days=120, epochs=1,
+                          batch_size=64).fit(train)
+    kept = (model.users_.size, model.pair_weight_.size)
+    assert kept[0] == kept[1] == round(cut["pairs kept"] * len(last))
+    all_pairs = deep.TwoTower(dim=8, half_life_days=30, epochs=1, batch_size=64).fit(train)
+    assert all_pairs.users_.size == len(last)
+    # every customer and product is still known to the model, and scored
+    assert model.score(train["user_id"].unique()).shape == (
+        train["user_id"].nunique(), train["item_id"].nunique())
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match="max_age_days"):
+            deep.TwoTower(max_age_days=bad, epochs=1).fit(train)
+        with pytest.raises(ValueError, match="max_age_days"):
+            deep.age_cut(train, half_life_days=30, max_age_days=bad)
+
+
 @pytest.mark.parametrize("hidden", [(16,), (16, 8), ()])
 def test_neumf_fast_scores_match_keras(world, hidden):
     model = deep.NeuMF(dim=8, hidden=hidden, epochs=2, batch_size=256, seed=3)

@@ -442,9 +442,12 @@ class ItemKNN(Recommender):
             # keep each item's (column's) most similar items; sim is symmetric, so the
             # columns are read as rows, which is much faster
             keep = np.argpartition(-sim, self.neighbours - 1, axis=1)[:, :self.neighbours]
-            pruned = np.zeros_like(sim)
-            np.put_along_axis(pruned, keep, np.take_along_axis(sim, keep, axis=1), axis=1)
-            sim = pruned.T
+            # written straight into the transposed layout (a transposed copy of the dense
+            # matrix costs more than the selection)
+            pruned = np.zeros(sim.shape, dtype=np.float32)
+            rows = np.repeat(np.arange(sim.shape[0]), self.neighbours)
+            pruned[keep.ravel(), rows] = np.take_along_axis(sim, keep, axis=1).ravel()
+            sim = pruned
         self.similarity_ = np.ascontiguousarray(sim, dtype=np.float32)
 
     def _partial_fit(self, frame, counts):

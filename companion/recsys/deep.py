@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from companion._checks import check_positive_int
 from companion._optional import require
+from companion.data.preprocessing import check_interactions
 from companion.foundations.keras_helpers import predict_in_chunks, seed_everything
 from companion.foundations.nn import EarlyStopping
 from companion.recsys.baselines import Recommender
@@ -110,12 +111,35 @@ def _recency_weights(frame: pd.DataFrame, users: np.ndarray, items: np.ndarray,
         raise ValueError(f"half_life_days must be positive or None, got {half_life_days}.")
     last = frame.groupby(["u", "i"])["timestamp"].max()
     age = (frame["timestamp"].max() - last).dt.total_seconds().to_numpy() / 86400
-    shape = (int(users.max()) + 1, int(items.max()) + 1)
+    codes = last.index
+    shape = (int(max(users.max(), codes.get_level_values(0).max())) + 1,
+             int(max(items.max(), codes.get_level_values(1).max())) + 1)
     table = sp.csr_matrix((0.5 ** (age / half_life_days) + 1e-12,
                            (last.index.get_level_values(0), last.index.get_level_values(1))),
                           shape=shape)
     weight = np.asarray(table[users, items]).ravel().astype(np.float32)
     return weight / weight.mean()
+
+
+def age_cut(interactions: pd.DataFrame, half_life_days: float,
+            max_age_days: float) -> dict[str, float]:
+    """What leaving out pairs older than ``max_age_days`` removes (see :class:`TwoTower`).
+
+    Each (user, item) pair is aged from its last purchase to the end of
+    ``interactions``. Returns ``pairs kept``, the share of pairs last bought within
+    ``max_age_days``, and ``weight dropped``, the share of the pairs' total recency weight
+    ``0.5 ** (age / half_life_days)`` that the older pairs carry.
+    """
+    frame = check_interactions(interactions)
+    for value, name in ((half_life_days, "half_life_days"), (max_age_days, "max_age_days")):
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, got {value}.")
+    last = frame.groupby(["user_id", "item_id"])["timestamp"].max()
+    age = (frame["timestamp"].max() - last).dt.total_seconds().to_numpy() / 86400
+    weight = 0.5 ** (age / half_life_days)
+    old = age > max_age_days
+    return {"pairs kept": float(1 - old.mean()),
+            "weight dropped": float(weight[old].sum() / weight.sum())}
 
 
 class MatrixFactorization(KerasRecommender):
@@ -272,15 +296,19 @@ class TwoTower(KerasRecommender):
     entries serve as negatives; the logits are corrected by the log of each item's
     frequency so that popular items are not over-penalised as negatives (logQ correction).
     With ``half_life_days`` each pair's loss is weighted by how recently it was bought, so
-    that the model leans towards current tastes and season.
+    that the model leans towards current tastes and season; with ``max_age_days`` as well,
+    pairs last bought longer ago than that are left out of training, which saves their
+    share of every epoch's work at the cost of their small weight (:func:`age_cut`
+    measures both).
     """
 
     def __init__(self, dim: int = 64, item_text: pd.Series | None = None,
                  user_context: pd.Series | None = None, temperature: float = 0.1,
                  epochs: int = 30, batch_size: int = 1024, learning_rate: float = 5e-3,
                  patience: int = 3, half_life_days: float | None = None,
+                 max_age_days: float | None = None,
                  spare_users: int = 0, spare_items: int = 0, seed: int = 0) -> None:
-        self.half_life_days = half_life_days
+        self.half_life_days, self.max_age_days = half_life_days, max_age_days
         self.dim, self.item_text, self.user_context = dim, item_text, user_context
         self.temperature, self.epochs, self.batch_size = temperature, epochs, batch_size
         self.learning_rate, self.patience, self.seed = learning_rate, patience, seed
@@ -293,11 +321,9 @@ class TwoTower(KerasRecommender):
             check_positive_int(getattr(self, name), name=name, minimum=0)
         for stale in ("towers_", "model_"):  # a refit builds new towers
             self.__dict__.pop(stale, None)
-        self.users_, self.items_pos_ = _positives(counts)
         self.n_users_, self.n_items_ = counts.shape
         self.capacity_ = (self.n_users_ + self.spare_users, self.n_items_ + self.spare_items)
-        self.pair_weight_ = _recency_weights(frame, self.users_, self.items_pos_,
-                                             self.half_life_days)
+        self._training_pairs(frame, counts)
         docs = self._docs(self.items_)
         vec = CountVectorizer(min_df=2, binary=True)
         try:
@@ -312,6 +338,22 @@ class TwoTower(KerasRecommender):
         self.context_ = np.searchsorted(self.context_values_, ctx).astype(np.int32)
         freq = np.bincount(self.items_pos_, minlength=self.n_items_) + 1.0
         self.log_q_ = np.log(freq / freq.sum()).astype(np.float32)
+
+    def _training_pairs(self, frame, counts) -> None:
+        """The (user, item) pairs an epoch trains on, with their recency weights; pairs
+        last bought more than ``max_age_days`` before the end of the data are left out."""
+        self.users_, self.items_pos_ = _positives(counts)
+        if self.max_age_days is not None:
+            if not self.max_age_days > 0:
+                raise ValueError("max_age_days must be positive or None, got "
+                                 f"{self.max_age_days}.")
+            last = frame.groupby(["u", "i"])["timestamp"].max()
+            recent = last[last >= frame["timestamp"].max()
+                          - pd.Timedelta(days=self.max_age_days)].index
+            keep = pd.MultiIndex.from_arrays([self.users_, self.items_pos_]).isin(recent)
+            self.users_, self.items_pos_ = self.users_[keep], self.items_pos_[keep]
+        self.pair_weight_ = _recency_weights(frame, self.users_, self.items_pos_,
+                                             self.half_life_days)
 
     def _docs(self, items) -> pd.Series:
         text = (self.item_text if self.item_text is not None else pd.Series(dtype=str))
@@ -347,9 +389,7 @@ class TwoTower(KerasRecommender):
         new_items = self.item_encoder_.classes_[self.n_items_:]
         self.tokens_ = np.vstack([self.tokens_, self._tokens(self._docs(new_items))])
         self.n_users_, self.n_items_ = n_users, n_items
-        self.users_, self.items_pos_ = _positives(counts)
-        self.pair_weight_ = _recency_weights(frame, self.users_, self.items_pos_,
-                                             self.half_life_days)
+        self._training_pairs(frame, counts)
         freq = np.asarray((self.seen_ > 0).sum(axis=0)).ravel() + 1.0
         self.log_q_ = np.log(freq / freq.sum()).astype(np.float32)
         batch = self.batch_size
