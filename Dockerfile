@@ -7,8 +7,8 @@
 #
 # Models are artifact folders written by companion.ops.export.save, mounted read-only at
 # /models (the only folder POST /reload may load from). The package is installed with
-# its core dependencies, which include the serving stack (FastAPI, uvicorn, httptools,
-# uvloop); a lighter serving-only install comes with the reorganised extras.
+# the serving stack (the extra "serve": FastAPI, uvicorn, httptools, uvloop); add the
+# extra "deep" (".[serve,deep]") to serve Keras models.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -24,7 +24,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /opt/companion
 COPY pyproject.toml README.md ./
 COPY companion ./companion
-RUN pip install --no-cache-dir . \
+# DL3013 asks for pinned versions: this installs the local package, whose dependencies
+# pyproject.toml bounds
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir ".[serve]" \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin companion \
     && mkdir /models
 

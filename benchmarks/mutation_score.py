@@ -50,7 +50,7 @@ SCOPE: dict[str, list[str] | None] = {
                         "activity_sequences", "ChurnData.select", "churn_dataset",
                         "training_cutoffs", "stack_churn_data", "stacked_churn_dataset",
                         "pool_sequences"],
-    "retention.simulation": ["churn_rate"],
+    "retention.simulation.measures": ["churn_rate"],
     "apps.bandits": ["replay", "_target", "ips", "snips", "replay_fixed", "effective_sample_size"],
 }
 

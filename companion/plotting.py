@@ -427,7 +427,7 @@ def plot_simulator_fit(real: dict, simulated: list[dict], axes=None):
     each cutoff, cohort retention, and the other scalar statistics as simulated / real.
 
     ``real`` and each entry of ``simulated`` are dictionaries as returned by
-    :func:`companion.retention.simulation.calibration_runs`.
+    :func:`companion.retention.simulation.tables.calibration_runs`.
     """
     if not simulated:
         raise ValueError("simulated is empty.")
@@ -470,8 +470,8 @@ def plot_simulator_fit(real: dict, simulated: list[dict], axes=None):
 def plot_policy_curves(table: pd.DataFrame, *, ylabel: str, colors: dict | None = None,
                        ax: Axes | None = None) -> Axes:
     """One line per policy with its 95% band over seeds, from
-    :func:`companion.retention.simulation.curve_table`; ``colors`` maps policy names to colours (so
-    that a policy keeps its colour across figures)."""
+    :func:`companion.retention.simulation.tables.curve_table`; ``colors`` maps policy names
+    to colours (so that a policy keeps its colour across figures)."""
     missing = [c for c in ("policy", "month", "mean", "low", "high") if c not in table]
     if missing:
         raise ValueError(f"table lacks the column(s) {missing}.")

@@ -51,6 +51,11 @@ Every error is one line naming the file, the column, the row (counted as a sprea
 shows the file: the header is row 1, the first order line row 2) and the value. Outputs
 are written to a temporary file next to the target and renamed into place, so a failed
 run never leaves a half-written file.
+
+**Why one module.** It is one pipeline over one object: a shop's export, read through one
+column map and reported through one kind of error (file, column, row, value). Each section
+(CSV dialect, columns, values, orders, commands) feeds the next, and nothing outside the
+command line uses a section on its own.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""The companion's import structure: one-way floors, no cycles, no private names shared.
+"""The companion's import structure: one-way floors, no cycles, no private names shared,
+and no long module without a reason.
 
 Every ``import`` of a companion module is read from the source (function-level imports
 included, since they are edges too), so the checks need nothing installed. The floors,
-from the bottom: the helpers ``_checks``, ``_optional``, ``_compat`` and ``cache``; then
+from the bottom: the helpers ``_checks``, ``_optional``, ``_compat``, ``cache`` and
+``exceptions``; then
 ``data``, ``foundations``, ``recsys``, ``retention``, ``apps`` and ``ops``; on top the
 modules for readers and the command line (``shop``, ``cli``, ``book``, ``plotting``). A
 module may import from its own floor or a lower one, never from a higher one.
@@ -17,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "companion"
 FLOORS = ["helpers", "data", "foundations", "recsys", "retention", "apps", "ops", "top"]
-HELPERS = {"_checks", "_optional", "_compat", "cache"}
+HELPERS = {"_checks", "_optional", "_compat", "cache", "exceptions"}
 
 
 def module_names(root: Path = ROOT) -> dict[str, Path]:
@@ -145,6 +147,25 @@ def test_every_package_is_in_the_wheel():
     assert listed == found
 
 
+#: a module longer than this says at the top of its docstring why it is one module
+LONG_MODULE = 650
+
+
+def long_modules_without_a_reason(root: Path = ROOT) -> list[str]:
+    out = []
+    for name, path in module_names(root).items():
+        source = path.read_text(encoding="utf-8")
+        if source.count("\n") > LONG_MODULE:
+            doc = ast.get_docstring(ast.parse(source)) or ""
+            if "**Why one module.**" not in doc:
+                out.append(name)
+    return out
+
+
+def test_every_long_module_says_why_it_is_one():
+    assert not long_modules_without_a_reason()
+
+
 @pytest.fixture
 def bad_package(tmp_path):
     """A small package with a cycle, an upward import and a private import."""
@@ -155,6 +176,7 @@ def bad_package(tmp_path):
     (pkg / "data" / "a.py").write_text("from companion.recsys import b\n")
     (pkg / "recsys" / "b.py").write_text(
         "def f():\n    from companion.data.a import _hidden\n")
+    (pkg / "recsys" / "long.py").write_text('"""Many ideas."""\n' + "x = 1\n" * 700)
     return pkg
 
 
@@ -163,3 +185,4 @@ def test_the_checks_catch_each_defect(bad_package):
     assert cycles(edges) == [["companion.data.a", "companion.recsys.b"]]
     assert upward(edges) == [("companion.data.a", "companion.recsys.b")]
     assert private == [("companion.recsys.b", "companion.data.a", "_hidden")]
+    assert long_modules_without_a_reason(bad_package) == ["companion.recsys.long"]

@@ -31,6 +31,7 @@ import pytest  # noqa: E402
 
 import companion  # noqa: E402
 from companion.data import preprocessing  # noqa: E402
+from companion.exceptions import NotFittedError  # noqa: E402
 from companion.ops import compression, export  # noqa: E402
 from companion.recsys import baselines as rec  # noqa: E402
 from companion.recsys import content, deep, federated, twostage  # noqa: E402
@@ -253,7 +254,7 @@ def test_2_unfitted_raises(world, cls):
              "partial_fit": lambda: model.partial_fit(world["train"].head(5)),
              "items_": lambda: model.items_}
     for name, call in calls.items():
-        with pytest.raises(RuntimeError, match="not fitted yet"):
+        with pytest.raises(NotFittedError, match="not fitted yet"):
             call()
         assert not hasattr(model, "seen_"), f"{name} before fit changed the model"
 
@@ -334,7 +335,7 @@ def test_7_get_params_rebuilds_an_unfitted_model(fitted, cls):
     clone = cls(**params)
     assert type(clone) is cls
     assert all(clone.get_params()[n] is params[n] for n in names)
-    with pytest.raises(RuntimeError, match="not fitted yet"):
+    with pytest.raises(NotFittedError, match="not fitted yet"):
         clone.score(UNKNOWN[:1])
 
 
@@ -447,7 +448,7 @@ def test_churn_1_fit_returns_self_and_leaves_the_data(churn_world, churn_fitted,
 @pytest.mark.parametrize("cls", CHURN_MODELS, ids=_name)
 def test_churn_2_unfitted_and_wrong_input_raise(churn_world, cls):
     model = make_churn(cls, churn_world)
-    with pytest.raises(RuntimeError, match="not fitted yet"):
+    with pytest.raises(NotFittedError, match="not fitted yet"):
         model.predict_proba(churn_world["test"])
     with pytest.raises(TypeError, match="ChurnData"):
         model.fit(churn_world["train"].features)

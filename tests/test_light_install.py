@@ -240,5 +240,5 @@ def test_serve_without_the_extra_is_one_line(light):
     done = _run([light["script"], "serve", "--port", "8123"], cwd=light["work"], timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "companion.ops.serving needs the 'serve' extra (fastapi is not installed): "
+        "companion.ops.serving.cli needs the 'serve' extra (fastapi is not installed): "
         "pip install \"retention-companion[serve]\"")

@@ -320,3 +320,14 @@ def test_input_errors(frame):
         ts.ranker_features(frame, pd.DataFrame({"user_id": [1], "item_id": ["a"]}), "soon")
     with pytest.raises(ValueError, match=r"n names generators \['x'\]"):
         ts.CandidateGenerator(small_generators(), n={"x": 3}).fit(frame)
+
+
+def test_ndcg_at_k_scores_hits_against_every_relevant_item():
+    ranked = pd.DataFrame({"user_id": [1, 1, 1, 3], "item_id": ["a", "b", "c", "x"]})
+    truth = pd.Series({1: {"b", "z"}, 2: {"a"}})  # customer 2 has no candidates
+    ndcg = ts.ndcg_at_k(ranked, truth, k=2)
+    expected = (1 / np.log2(3)) / (1 + 1 / np.log2(3))
+    assert ndcg.loc[1] == pytest.approx(expected) and ndcg.loc[2] == 0
+    assert list(ndcg.index) == [1, 2]  # customer 3 is not in the truth
+    with pytest.raises(ValueError, match="k"):
+        ts.ndcg_at_k(ranked, truth, k=0)

@@ -16,7 +16,8 @@ import pandas as pd
 
 from companion._checks import check_positive_int
 from companion._optional import require
-from companion.foundations.keras_helpers import predict_in_chunks
+from companion.exceptions import NotFittedError
+from companion.foundations.keras_helpers import STEPS_PER_EXECUTION, predict_in_chunks
 
 #: Calendar order of the months present in the Online Shoppers data (no January or April).
 SHOPPERS_MONTH_ORDER = ("Feb", "Mar", "May", "June", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -135,7 +136,8 @@ def build_dcn(n_features: int, *, cross_layers: int = 2, deep: Sequence[int] = (
             x = keras.layers.Dropout(dropout, seed=seed)(x)
     out = keras.layers.Dense(1, activation="sigmoid", name="proba")(x)
     model = keras.Model(inp, out, name="dcn_v2")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
+    model.compile(steps_per_execution=STEPS_PER_EXECUTION,
+                  optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
     return model
 
 
@@ -162,7 +164,8 @@ def build_wide_deep(n_features: int, n_wide: int, *, deep: Sequence[int] = (64, 
                            name="wide_logit")(wide_in)])
     out = keras.layers.Activation("sigmoid", name="proba")(logit)
     model = keras.Model([deep_in, wide_in], out, name="wide_and_deep")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
+    model.compile(steps_per_execution=STEPS_PER_EXECUTION,
+                  optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
     return model
 
 
@@ -240,7 +243,7 @@ class TabularNet:
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Probability of a purchase, one per row."""
         if not hasattr(self, "model_"):
-            raise RuntimeError("this TabularNet is not fitted yet; call fit first.")
+            raise NotFittedError("this TabularNet is not fitted yet; call fit first.")
         # called eagerly in chunks: model.predict retraces (and warns) for every new shape
         return predict_in_chunks(self.model_, self._inputs(X), 4096).ravel().astype(float)
 
@@ -303,7 +306,7 @@ class Calibrator:
 
     def transform(self, proba) -> np.ndarray:
         if not hasattr(self, "model_"):
-            raise RuntimeError("this Calibrator is not fitted yet; call fit first.")
+            raise NotFittedError("this Calibrator is not fitted yet; call fit first.")
         p = np.asarray(proba, dtype=float)
         if self.method == "platt":
             return self.model_.predict_proba(self._logit(p))[:, 1]

@@ -12,6 +12,10 @@ The global models (:class:`GBMForecaster`, :class:`SequenceForecaster`) are fitt
 the weeks before the first origin and are then called in the same way.
 :class:`QuantileGBM` forecasts a quantile of demand over the protection interval instead,
 which :func:`quantile_inventory` uses directly as the order-up-to level.
+
+**Why one module.** Forecasting and the inventory policy are one study: the inventory
+simulation is how the forecasts are scored, and both read the same weeks × products demand
+table and the same rolling-origin backtest.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import pandas as pd
 from companion._checks import check_frame, check_positive_int
 from companion._optional import require
 from companion.data.preprocessing import clean_transactions
+from companion.exceptions import NotFittedError
 from companion.foundations.evaluation import bootstrap_ci
 
 Forecaster = Callable[[np.ndarray, int], np.ndarray]
@@ -365,7 +370,7 @@ class _GlobalModel:
 
     def __call__(self, history: object, horizon: int) -> np.ndarray:
         if not hasattr(self, "model_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit first.")
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit first.")
         if horizon != self.horizon:
             raise ValueError(f"this model was fitted for horizon={self.horizon}, "
                              f"got {horizon}.")
@@ -487,7 +492,7 @@ class SequenceForecaster(_GlobalModel):
         """Fit on every origin whose targets fall in columns ``0 .. last_week``."""
         keras = require("keras", "deep")
 
-        from companion.foundations.keras_helpers import seed_everything
+        from companion.foundations.keras_helpers import STEPS_PER_EXECUTION, seed_everything
 
         check_positive_int(self.epochs, name="epochs")
         y = self._check_fit(demand, last_week, week_of_year)
@@ -505,7 +510,8 @@ class SequenceForecaster(_GlobalModel):
         h = keras.layers.Dense(self.units, activation="relu", kernel_initializer="he_normal")(h)
         out = keras.layers.Dense(self.horizon)(h)
         self.model_ = keras.Model([w_in, s_in], out)
-        self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="mae")
+        self.model_.compile(steps_per_execution=STEPS_PER_EXECUTION,
+                            optimizer=keras.optimizers.Adam(self.learning_rate), loss="mae")
         x = [win[..., None].astype(np.float32),
              side.reshape(len(side), -1).astype(np.float32)]
         t = target.astype(np.float32)

@@ -17,6 +17,10 @@ models → :func:`evaluate_models` and :func:`sample`.
   :func:`sample` draws new descriptions with temperature and top-k, deterministically
   for a seed. :func:`novelty` says how many samples copy a training description and how
   many are new but made of known words.
+
+**Why one module.** The three language models share one interface (``next_log_probs``), one
+corpus and one scorer; the n-gram baselines exist to be compared with the Transformer under
+that scorer.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import pandas as pd
 
 from companion._checks import check_positive_int
 from companion._optional import require
+from companion.exceptions import NotFittedError
 
 #: Printed name of the end-of-text symbol in tables.
 EOS_NAME = "<end>"
@@ -424,7 +429,7 @@ class NGramModel(LanguageModel):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "tables_"):
-            raise RuntimeError("this NGramModel is not fitted yet; call fit(texts) first.")
+            raise NotFittedError("this NGramModel is not fitted yet; call fit(texts) first.")
 
 
 def tune_ngram(train: Sequence[str], validation: Sequence[str], *,

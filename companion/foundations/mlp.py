@@ -14,6 +14,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from companion._checks import check_positive_int
 from companion._optional import require
+from companion.exceptions import NotFittedError
 
 require("keras", "deep", load=False)
 
@@ -34,7 +35,7 @@ def build_mlp(
     """
     import keras
 
-    from companion.foundations.keras_helpers import seed_everything
+    from companion.foundations.keras_helpers import STEPS_PER_EXECUTION, seed_everything
 
     check_positive_int(n_features, name="n_features")
     if l2 < 0 or not 0 <= dropout < 1:
@@ -50,7 +51,8 @@ def build_mlp(
             layers.append(keras.layers.Dropout(dropout, seed=seed))
     layers.append(keras.layers.Dense(1, activation="sigmoid", kernel_regularizer=regulariser))
     model = keras.Sequential(layers)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+    model.compile(steps_per_execution=STEPS_PER_EXECUTION,
+                  optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.BinaryCrossentropy())
     return model
 
@@ -99,7 +101,7 @@ class KerasMLPClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         if not hasattr(self, "model_"):
-            raise RuntimeError("this KerasMLPClassifier is not fitted yet; call fit first.")
+            raise NotFittedError("this KerasMLPClassifier is not fitted yet; call fit first.")
         X = np.asarray(X, dtype="float32")
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(f"X must have {self.n_features_in_} columns, got shape {X.shape}.")

@@ -28,6 +28,10 @@ Beyond first-order steps (chapter 4.4), each solver returning a :class:`Trace`:
   of a knapsack) solved through its Lagrange multiplier, and :func:`allocation_lp`, the
   same problem by SciPy's interior-point and simplex solvers or, in 0/1 form, by
   branch and bound.
+
+**Why one module.** Each teaching implementation is checked against another in the same
+module (Newton against gradient descent, conjugate gradients against the normal equations,
+the Lagrangian against the linear program), so they sit together.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import numpy as np
 
 from companion._checks import check_in, check_positive_int
 from companion._optional import require
+from companion.foundations.keras_helpers import STEPS_PER_EXECUTION
 
 
 def _lr(value: float) -> float:
@@ -708,7 +713,8 @@ def training_recipes(X_train, y_train, X_val, y_val, *, seed: int = 0,
     scheduled, histories = {}, {"schedules": {}, "l2": {}}
     for name, (rate, callbacks) in schedules.items():
         net = build_mlp(n_features, (128, 64), seed=seed)
-        net.compile(optimizer=keras.optimizers.Adam(rate), loss="binary_crossentropy")
+        net.compile(steps_per_execution=STEPS_PER_EXECUTION,
+                    optimizer=keras.optimizers.Adam(rate), loss="binary_crossentropy")
         h = _losses(net.fit(X_train, y_train, validation_data=(X_val, y_val), epochs=epochs,
                             batch_size=256, callbacks=callbacks, verbose=0).history)
         histories["schedules"][name] = h

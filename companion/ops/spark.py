@@ -24,6 +24,10 @@ Spark needs a Java runtime (17 or newer for PySpark 4); :func:`java_version` say
 one is there. :func:`spark_session` starts a local session bound to 127.0.0.1 with the web
 UI off and stops it on exit. Times are handled in UTC, so the naive timestamps of the data
 mean the same instant in pandas and in Spark.
+
+**Why one module.** It is the Spark counterpart of the pandas path, function for function
+(each is tested against the pandas function it mirrors), and it keeps PySpark's imports,
+session and time-zone handling in one place.
 """
 
 from __future__ import annotations

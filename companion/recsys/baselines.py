@@ -17,6 +17,10 @@ Request-time histories: :meth:`Recommender.recommend_from_history` scores a bask
 session given as item ids, for a visitor the model has never seen or together with a
 known customer's stored purchases, without refitting. The baselines and their blends
 implement it (``supports_history``); the others raise NotImplementedError.
+
+**Why one module.** It holds the protocol's base class and the classical recommenders that
+implement it; each recommender is a few dozen lines and shares the base class's id encoding,
+seen-item masks and top-k selection.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import scipy.sparse as sp
 
 from companion._checks import check_positive_int
 from companion.data.preprocessing import IdEncoder, check_interactions
+from companion.exceptions import NotFittedError
 
 _CHUNK = 1024  # users scored at once
 
@@ -69,8 +74,9 @@ class Recommender:
        :class:`Blend`, ``Hybrid`` and ``ContentRecommender``, fit those parts in place
        when they are not fitted yet.)
     2. Before ``fit``, ``score``, ``recommend``, ``recommend_from_history``,
-       ``partial_fit`` and :attr:`items_` raise ``RuntimeError`` ("... is not fitted
-       yet; call fit first.") and change nothing.
+       ``partial_fit`` and :attr:`items_` raise
+       :class:`~companion.exceptions.NotFittedError` ("... is not fitted yet; call fit
+       first.") and change nothing.
     3. ``score(user_ids)`` returns finite floats of shape ``(len(user_ids),
        len(items_))``: column ``j`` scores item ``items_[j]``, and :attr:`items_` holds
        each item id once.
@@ -183,7 +189,7 @@ class Recommender:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "seen_"):
-            raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit first.")
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first.")
 
     def _codes(self, user_ids) -> np.ndarray:
         self._check_fitted()

@@ -5,6 +5,10 @@ interactions (a later time window), each epoch is scored by NDCG@10 on that wind
 training stops once it has not improved for ``patience`` epochs, restoring the best
 weights; ``best_epoch_`` records the epoch, so that a final model can be refitted on more
 data for exactly that many epochs.
+
+**Why one module.** The Keras recommenders share one training loop (epochs, early stopping
+on validation NDCG, the best weights restored) and the recency weights; each model adds only
+its network and its scoring.
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ import scipy.sparse as sp
 from companion._checks import check_positive_int
 from companion._optional import require
 from companion.data.preprocessing import check_interactions
-from companion.foundations.keras_helpers import predict_in_chunks, seed_everything
+from companion.foundations.keras_helpers import (
+    STEPS_PER_EXECUTION,
+    predict_in_chunks,
+    seed_everything,
+)
 from companion.foundations.nn import EarlyStopping
 from companion.recsys.baselines import Recommender
 
@@ -178,7 +186,8 @@ class MatrixFactorization(KerasRecommender):
         s_i = keras.ops.sum(pu * items(i), axis=-1) + keras.ops.squeeze(bias(i), -1)
         s_j = keras.ops.sum(pu * items(j), axis=-1) + keras.ops.squeeze(bias(j), -1)
         model = keras.Model([u, i, j], s_i - s_j)
-        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
+        model.compile(steps_per_execution=STEPS_PER_EXECUTION,
+                      optimizer=keras.optimizers.Adam(self.learning_rate),
                       loss=keras.losses.BinaryCrossentropy(from_logits=True))
         return model
 
@@ -231,7 +240,8 @@ class NeuMF(KerasRecommender):
                                    name=f"hidden_{depth}")(h)
         logit = keras.layers.Dense(1, name="output")(keras.ops.concatenate([gmf, h], axis=-1))
         model = keras.Model([u, i], keras.ops.squeeze(logit, -1))
-        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
+        model.compile(steps_per_execution=STEPS_PER_EXECUTION,
+                      optimizer=keras.optimizers.Adam(self.learning_rate),
                       loss=keras.losses.BinaryCrossentropy(from_logits=True))
         return model
 
@@ -449,7 +459,8 @@ class TwoTower(KerasRecommender):
         logits = keras.ops.matmul(user_tower([u, c]), keras.ops.transpose(item_tower([i, t])))
         logits = logits / self.temperature - keras.ops.expand_dims(q, 0)
         model = keras.Model([u, c, i, t, q], logits)
-        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
+        model.compile(steps_per_execution=STEPS_PER_EXECUTION,
+                      optimizer=keras.optimizers.Adam(self.learning_rate),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return model
 
@@ -559,7 +570,8 @@ class SASRec(KerasRecommender):
             logits = keras.ops.matmul(encoder(x), keras.ops.transpose(
                 self.item_embedding_.embeddings))
             model = keras.Model(x, logits)
-            model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
+            model.compile(steps_per_execution=STEPS_PER_EXECUTION,
+                          optimizer=keras.optimizers.Adam(self.learning_rate),
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             return model
         check_positive_int(self.negatives, name="negatives")
@@ -569,7 +581,8 @@ class SASRec(KerasRecommender):
         pos = keras.ops.sum(h * self.item_embedding_(y), axis=-1, keepdims=True)
         neg = keras.ops.einsum("bld,bnd->bln", h, self.item_embedding_(n))
         model = keras.Model([x, y, n], keras.ops.concatenate([pos, neg], axis=-1))
-        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
+        model.compile(steps_per_execution=STEPS_PER_EXECUTION,
+                      optimizer=keras.optimizers.Adam(self.learning_rate),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return model
 
@@ -629,7 +642,8 @@ class SourceLSTM(KerasRecommender):
             keras.layers.LSTM(self.units),
             keras.layers.Dense(1, activation="sigmoid"),
         ])
-        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="mse")
+        model.compile(steps_per_execution=STEPS_PER_EXECUTION,
+                      optimizer=keras.optimizers.Adam(self.learning_rate), loss="mse")
         return model
 
     def _train_epoch(self):

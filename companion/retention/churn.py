@@ -20,6 +20,10 @@ Every model has ``fit(data)`` and ``predict_proba(data)`` (probability of churn)
 
 Models can be trained at one cutoff (:func:`churn_dataset`) or on several earlier cutoffs
 stacked (:func:`training_cutoffs`, :func:`stacked_churn_dataset`).
+
+**Why one module.** Labels, features and models are tied by the cutoff: what one cutoff's
+features and labels are is what every model's fit and evaluation take, and the stacked
+training sets are built from the same pieces.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ import pandas as pd
 from companion._checks import check_positive_int, check_timestamp
 from companion._optional import require
 from companion.data.preprocessing import check_order_interactions
+from companion.exceptions import NotFittedError
+from companion.foundations.keras_helpers import STEPS_PER_EXECUTION
 from companion.retention.behaviour import rfm_features
 
 #: default horizon; chapter 6 justifies it from the inter-purchase times
@@ -331,7 +337,8 @@ class ChurnModel:
     1. ``fit(data)`` returns the model itself and does not modify ``data`` (its
        features, labels and sequences). (:class:`Ensemble` fits its member models in
        place.)
-    2. Before ``fit``, ``predict_proba`` raises ``RuntimeError`` ("... is not fitted yet;
+    2. Before ``fit``, ``predict_proba`` raises
+       :class:`~companion.exceptions.NotFittedError` ("... is not fitted yet;
        call fit first."); ``fit`` and ``predict_proba`` given anything but a
        :class:`ChurnData` raise ``TypeError``.
     3. ``predict_proba(data)`` returns a 1-D float array of ``len(data)`` churn
@@ -348,7 +355,7 @@ class ChurnModel:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "columns_"):
-            raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit first.")
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first.")
 
     def _matrix(self, data: ChurnData) -> np.ndarray:
         missing = [c for c in self.columns_ if c not in data.features.columns]
@@ -481,6 +488,42 @@ def pool_sequences(sequences: np.ndarray, pool: int) -> np.ndarray:
     return out
 
 
+def standardiser(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale of each column of ``raw`` (rows are examples), for
+    ``(raw - mean) / scale``; a column constant in training gets an infinite scale, so that
+    it is left out (standardised to 0)."""
+    std = raw.std(axis=0)
+    return raw.mean(axis=0), np.where(std > 1e-9, std + 1e-6, np.inf)
+
+
+def train_keras_churn(model, inputs, labels: np.ndarray, customers: np.ndarray, *,
+                      validation_fraction: float, seed: int, epochs: int, batch_size: int,
+                      learning_rate: float, patience: int, callbacks: Sequence = ()
+                      ) -> pd.DataFrame:
+    """Train a Keras churn network and return its history (one row per epoch).
+
+    ``model`` maps ``inputs`` (an array, or a list of arrays, one row per example) to a
+    churn probability. It is compiled with Adam and binary cross-entropy and trained on the
+    examples of the customers outside a random ``validation_fraction`` of them
+    (:func:`customer_split`), with early stopping on the loss of the others after
+    ``patience`` epochs without improvement; the best epoch's weights are restored.
+    """
+    keras = require("keras", "deep")
+
+    val, tr = customer_split(customers, validation_fraction, seed)
+
+    def rows(index):
+        return [a[index] for a in inputs] if isinstance(inputs, list) else inputs[index]
+
+    model.compile(steps_per_execution=STEPS_PER_EXECUTION,
+                  optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
+    stop = keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
+    hist = model.fit(rows(tr), labels[tr], validation_data=(rows(val), labels[val]),
+                     epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True,
+                     callbacks=[stop, *callbacks])
+    return pd.DataFrame(hist.history)
+
+
 class SequenceChurn(ChurnModel):
     """A Keras GRU over weekly activity, joined with the (log, standardised) features.
 
@@ -515,13 +558,10 @@ class SequenceChurn(ChurnModel):
         check_positive_int(self.epochs, name="epochs")
         seed_everything(self.seed)
         self.columns_ = tuple(data.features.columns)
-        raw = signed_log1p(self._matrix(data))
-        # a column constant in training (history_days at one cutoff) is left out: inf scale
-        std = raw.std(axis=0)
-        self.mean_, self.scale_ = raw.mean(axis=0), np.where(std > 1e-9, std + 1e-6, np.inf)
+        # a column constant in training (history_days at one cutoff) is left out
+        self.mean_, self.scale_ = standardiser(signed_log1p(self._matrix(data)))
         seq, x = self._inputs(data)
         y = data.labels.to_numpy(dtype=np.float32)
-        val, tr = customer_split(data.customers, self.validation_fraction, self.seed)
         s_in = keras.Input(shape=seq.shape[1:])
         f_in = keras.Input(shape=(x.shape[1],))
         h = keras.layers.GRU(self.units, seed=self.seed)(s_in)
@@ -530,9 +570,6 @@ class SequenceChurn(ChurnModel):
         h = keras.layers.Dropout(self.dropout, seed=self.seed)(h)
         out = keras.layers.Dense(1, activation="sigmoid")(h)
         self.model_ = keras.Model([s_in, f_in], out)
-        self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
-                            loss="binary_crossentropy")
-        stop = keras.callbacks.EarlyStopping(patience=self.patience, restore_best_weights=True)
         seconds: list[float] = []
 
         class EpochTimer(keras.callbacks.Callback):
@@ -542,11 +579,11 @@ class SequenceChurn(ChurnModel):
             def on_epoch_end(self, epoch, logs=None):
                 seconds.append(time.process_time() - self.started)
 
-        hist = self.model_.fit([seq[tr], x[tr]], y[tr],
-                               validation_data=([seq[val], x[val]], y[val]),
-                               epochs=self.epochs, batch_size=self.batch_size, verbose=0,
-                               shuffle=True, callbacks=[stop, EpochTimer()])
-        self.history_ = pd.DataFrame(hist.history)
+        self.history_ = train_keras_churn(
+            self.model_, [seq, x], y, data.customers,
+            validation_fraction=self.validation_fraction, seed=self.seed, epochs=self.epochs,
+            batch_size=self.batch_size, learning_rate=self.learning_rate,
+            patience=self.patience, callbacks=[EpochTimer()])
         #: CPU seconds of this process per epoch (training and validation loss)
         self.epoch_seconds_ = seconds
         return self

@@ -22,7 +22,13 @@ import pandas as pd
 
 from companion._checks import check_positive_int
 from companion._optional import require
-from companion.retention.churn import ChurnData, ChurnModel, customer_split, signed_log1p
+from companion.retention.churn import (
+    ChurnData,
+    ChurnModel,
+    signed_log1p,
+    standardiser,
+    train_keras_churn,
+)
 
 require("tensorflow", "deep", load=False)
 
@@ -110,24 +116,18 @@ class FeatureMLP(ChurnModel):
         check_positive_int(self.epochs, name="epochs")
         seed_everything(self.seed)
         self.columns_ = tuple(data.features.columns)
-        raw = signed_log1p(self._matrix(data))
-        std = raw.std(axis=0)  # a constant column is left out through an infinite scale
-        self.mean_, self.scale_ = raw.mean(axis=0), np.where(std > 1e-9, std + 1e-6, np.inf)
+        self.mean_, self.scale_ = standardiser(signed_log1p(self._matrix(data)))
         x, y = self.standardise(data), data.labels.to_numpy(dtype=np.float32)
-        val, tr = customer_split(data.customers, self.validation_fraction, self.seed)
         inp = keras.Input(shape=(x.shape[1],))
         h = keras.layers.Dense(self.hidden, activation="relu", kernel_initializer="he_normal")(inp)
         h = keras.layers.Dropout(self.dropout, seed=self.seed)(h)
         logit = keras.layers.Dense(1)(h)
         self.logit_model_ = keras.Model(inp, logit)
         self.model_ = keras.Model(inp, keras.layers.Activation("sigmoid")(logit))
-        self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
-                            loss="binary_crossentropy")
-        stop = keras.callbacks.EarlyStopping(patience=self.patience, restore_best_weights=True)
-        hist = self.model_.fit(x[tr], y[tr], validation_data=(x[val], y[val]),
-                               epochs=self.epochs, batch_size=self.batch_size, verbose=0,
-                               shuffle=True, callbacks=[stop])
-        self.history_ = pd.DataFrame(hist.history)
+        self.history_ = train_keras_churn(
+            self.model_, x, y, data.customers, validation_fraction=self.validation_fraction,
+            seed=self.seed, epochs=self.epochs, batch_size=self.batch_size,
+            learning_rate=self.learning_rate, patience=self.patience)
         return self
 
     def predict_proba(self, data: ChurnData) -> np.ndarray:

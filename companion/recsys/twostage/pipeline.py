@@ -19,6 +19,7 @@ import pandas as pd
 from companion._checks import check_in, check_positive_int, check_timestamp
 from companion.data.preprocessing import check_interactions
 from companion.recsys import baselines as rec
+from companion.recsys.ranking import metrics_from_hits
 from companion.recsys.twostage.candidates import (
     TASKS,
     CandidateGenerator,
@@ -43,11 +44,13 @@ def _cutoff_of(frame: pd.DataFrame) -> pd.Timestamp:
 
 
 def ndcg_at_k(ranked: pd.DataFrame, truth: pd.Series, k: int = 10) -> pd.Series:
-    """NDCG@k of each customer of ``truth`` (user id -> set of relevant items) for the
-    ranked candidates ``ranked`` (``user_id``, ``item_id``, best first within a customer).
+    """NDCG@k of each customer of ``truth`` (user id -> non-empty set of relevant items)
+    for the ranked candidates ``ranked`` (``user_id``, ``item_id``, best first within a
+    customer).
 
-    The ideal counts every relevant item, among the candidates or not, as
-    :mod:`companion.recsys.ranking` does, so the value is comparable with a full-catalogue
+    The hits of each customer's top ``k`` are scored by
+    :func:`companion.recsys.ranking.metrics_from_hits`, whose ideal counts every relevant
+    item, among the candidates or not, so the value is comparable with a full-catalogue
     evaluation of the same top ``k``; a customer without candidates scores 0.
     """
     check_positive_int(k, name="k")
@@ -57,11 +60,12 @@ def ndcg_at_k(ranked: pd.DataFrame, truth: pd.Series, k: int = 10) -> pd.Series:
     pairs = pd.MultiIndex.from_arrays([relevant.index, relevant.to_numpy(dtype=object)])
     hit = pd.MultiIndex.from_arrays([top["user_id"],
                                      top["item_id"].to_numpy(dtype=object)]).isin(pairs)
-    dcg = pd.Series(hit / np.log2(position + 2), index=top["user_id"].to_numpy())
-    dcg = dcg.groupby(level=0).sum().reindex(truth.index, fill_value=0.0)
-    discounts = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))
-    ideal = discounts[np.minimum(truth.map(len).to_numpy(), k) - 1]
-    return (dcg / ideal).rename("NDCG")
+    row = pd.Index(truth.index).get_indexer(top["user_id"])
+    known = row >= 0
+    hits = np.zeros((len(truth), k))
+    hits[row[known], position[known]] = hit[known]
+    ndcg = metrics_from_hits(hits, truth.map(len).to_numpy())["NDCG"].to_numpy()
+    return pd.Series(ndcg, index=truth.index, name="NDCG")
 
 
 @dataclass

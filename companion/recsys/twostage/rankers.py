@@ -16,6 +16,7 @@ import pandas as pd
 
 from companion._checks import check_positive_int
 from companion._optional import require
+from companion.exceptions import NotFittedError
 
 __all__ = ["candidate_ndcg", "LightGBMRanker", "KerasListwiseRanker"]
 
@@ -62,7 +63,7 @@ def candidate_ndcg(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k
 def _fitted_features(ranker, features) -> np.ndarray:
     """``features`` as float32 after checking that ``ranker`` is fitted and the columns fit."""
     if not hasattr(ranker, "model_"):
-        raise RuntimeError(f"this {type(ranker).__name__} is not fitted yet; call fit first.")
+        raise NotFittedError(f"this {type(ranker).__name__} is not fitted yet; call fit first.")
     x = np.asarray(features, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != len(ranker.feature_names_):
         raise ValueError(f"features must have {len(ranker.feature_names_)} columns, got "
@@ -191,7 +192,7 @@ class KerasListwiseRanker:
         """Fit on rows grouped by query, as :meth:`LightGBMRanker.fit`."""
         keras = require("keras", "deep")
 
-        from companion.foundations.keras_helpers import seed_everything
+        from companion.foundations.keras_helpers import STEPS_PER_EXECUTION, seed_everything
 
         check_positive_int(self.epochs, name="epochs")
         check_positive_int(self.batch_size, name="batch_size")
@@ -218,7 +219,8 @@ class KerasListwiseRanker:
                 h = keras.layers.Dropout(self.dropout)(h)
         out = keras.layers.Reshape((-1,))(keras.layers.Dense(1)(h))
         self.model_ = keras.Model(inputs, out)
-        self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
+        self.model_.compile(steps_per_execution=STEPS_PER_EXECUTION,
+                            optimizer=keras.optimizers.Adam(self.learning_rate),
                             loss=_softmax_list_loss)
         val = None
         if validation is not None:
