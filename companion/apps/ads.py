@@ -17,7 +17,7 @@ import pandas as pd
 from companion._checks import check_positive_int
 from companion._optional import require
 from companion.exceptions import NotFittedError
-from companion.foundations.keras_helpers import STEPS_PER_EXECUTION, predict_in_chunks
+from companion.foundations.keras_helpers import predict_in_chunks
 
 #: Calendar order of the months present in the Online Shoppers data (no January or April).
 SHOPPERS_MONTH_ORDER = ("Feb", "Mar", "May", "June", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -136,8 +136,7 @@ def build_dcn(n_features: int, *, cross_layers: int = 2, deep: Sequence[int] = (
             x = keras.layers.Dropout(dropout, seed=seed)(x)
     out = keras.layers.Dense(1, activation="sigmoid", name="proba")(x)
     model = keras.Model(inp, out, name="dcn_v2")
-    model.compile(steps_per_execution=STEPS_PER_EXECUTION,
-                  optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
     return model
 
 
@@ -164,8 +163,7 @@ def build_wide_deep(n_features: int, n_wide: int, *, deep: Sequence[int] = (64, 
                            name="wide_logit")(wide_in)])
     out = keras.layers.Activation("sigmoid", name="proba")(logit)
     model = keras.Model([deep_in, wide_in], out, name="wide_and_deep")
-    model.compile(steps_per_execution=STEPS_PER_EXECUTION,
-                  optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
     return model
 
 

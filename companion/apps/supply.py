@@ -492,7 +492,7 @@ class SequenceForecaster(_GlobalModel):
         """Fit on every origin whose targets fall in columns ``0 .. last_week``."""
         keras = require("keras", "deep")
 
-        from companion.foundations.keras_helpers import STEPS_PER_EXECUTION, seed_everything
+        from companion.foundations.keras_helpers import seed_everything
 
         check_positive_int(self.epochs, name="epochs")
         y = self._check_fit(demand, last_week, week_of_year)
@@ -510,8 +510,7 @@ class SequenceForecaster(_GlobalModel):
         h = keras.layers.Dense(self.units, activation="relu", kernel_initializer="he_normal")(h)
         out = keras.layers.Dense(self.horizon)(h)
         self.model_ = keras.Model([w_in, s_in], out)
-        self.model_.compile(steps_per_execution=STEPS_PER_EXECUTION,
-                            optimizer=keras.optimizers.Adam(self.learning_rate), loss="mae")
+        self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="mae")
         x = [win[..., None].astype(np.float32),
              side.reshape(len(side), -1).astype(np.float32)]
         t = target.astype(np.float32)

@@ -20,7 +20,7 @@ import pandas as pd
 from companion._checks import check_positive_int
 from companion._optional import require
 from companion.exceptions import NotFittedError
-from companion.foundations.keras_helpers import STEPS_PER_EXECUTION, seed_everything
+from companion.foundations.keras_helpers import seed_everything
 
 
 class SkipGram:
@@ -118,8 +118,7 @@ class SkipGram:
         context_emb = keras.layers.Embedding(len(vocab), self.dim, name="context")(context_in)
         logit = keras.ops.sum(target_emb * context_emb, axis=-1)
         model = keras.Model([target_in, context_in], logit)
-        model.compile(steps_per_execution=STEPS_PER_EXECUTION,
-                      optimizer=keras.optimizers.Adam(self.learning_rate),
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                       loss=keras.losses.BinaryCrossentropy(from_logits=True))
         self.history_ = []
         for _ in range(self.epochs):

@@ -1,5 +1,5 @@
-"""Small Keras helpers that every Keras model of the companion uses: seeding, the number of
-training steps per call into TensorFlow, and scoring in chunks without retracing."""
+"""Small Keras helpers of the companion's Keras models: seeding, the number of training
+steps per call into TensorFlow, and scoring in chunks without retracing."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import numpy as np
 
 from companion._optional import require
 
-#: training steps run per call into TensorFlow (``compile(steps_per_execution=...)``):
-#: the same steps in the same order, so the same weights (tested), with fewer round trips
-#: from Python; small models such as matrix factorisation train about twice as fast
+#: training steps run per call into TensorFlow (``compile(steps_per_execution=...)``) by
+#: matrix factorisation, whose steps are so small that Python's round trip per step is
+#: most of the time: the same steps in the same order, so the same weights (tested), in
+#: half the time. The other models keep one step per call: their steps are dearer, and
+#: the longer trace of a multi-step call cost more than it saved in the tests
 STEPS_PER_EXECUTION = 32
 
 

@@ -35,7 +35,7 @@ def build_mlp(
     """
     import keras
 
-    from companion.foundations.keras_helpers import STEPS_PER_EXECUTION, seed_everything
+    from companion.foundations.keras_helpers import seed_everything
 
     check_positive_int(n_features, name="n_features")
     if l2 < 0 or not 0 <= dropout < 1:
@@ -51,8 +51,7 @@ def build_mlp(
             layers.append(keras.layers.Dropout(dropout, seed=seed))
     layers.append(keras.layers.Dense(1, activation="sigmoid", kernel_regularizer=regulariser))
     model = keras.Sequential(layers)
-    model.compile(steps_per_execution=STEPS_PER_EXECUTION,
-                  optimizer=keras.optimizers.Adam(learning_rate),
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.BinaryCrossentropy())
     return model
 

@@ -43,7 +43,6 @@ import numpy as np
 
 from companion._checks import check_in, check_positive_int
 from companion._optional import require
-from companion.foundations.keras_helpers import STEPS_PER_EXECUTION
 
 
 def _lr(value: float) -> float:
@@ -713,8 +712,7 @@ def training_recipes(X_train, y_train, X_val, y_val, *, seed: int = 0,
     scheduled, histories = {}, {"schedules": {}, "l2": {}}
     for name, (rate, callbacks) in schedules.items():
         net = build_mlp(n_features, (128, 64), seed=seed)
-        net.compile(steps_per_execution=STEPS_PER_EXECUTION,
-                    optimizer=keras.optimizers.Adam(rate), loss="binary_crossentropy")
+        net.compile(optimizer=keras.optimizers.Adam(rate), loss="binary_crossentropy")
         h = _losses(net.fit(X_train, y_train, validation_data=(X_val, y_val), epochs=epochs,
                             batch_size=256, callbacks=callbacks, verbose=0).history)
         histories["schedules"][name] = h

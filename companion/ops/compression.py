@@ -36,7 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from companion._checks import check_positive_int
-from companion.foundations.keras_helpers import STEPS_PER_EXECUTION, predict_in_chunks
+from companion.foundations.keras_helpers import predict_in_chunks
 from companion.recsys.baselines import Recommender
 from companion.recsys.deep import KerasRecommender
 
@@ -167,8 +167,7 @@ class HistoryMLP(KerasRecommender):
         logits = keras.layers.Dense(self.n_items_, kernel_regularizer=reg,
                                     kernel_initializer=init(self.seed + 2), name="item_out")(h)
         model = keras.Model(x, logits)
-        model.compile(steps_per_execution=STEPS_PER_EXECUTION,
-                      optimizer=keras.optimizers.Adam(self.learning_rate),
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                       loss=keras.losses.CategoricalCrossentropy(from_logits=True))
         return model
 
@@ -245,8 +244,7 @@ class DistilledMF(KerasRecommender):
                                        stddev=0.05, seed=self.seed + 1), name="items")
         model = keras.Model(u, items(users(u)))
         alpha = self.alpha if self.teacher is not None else 0.0
-        model.compile(steps_per_execution=STEPS_PER_EXECUTION,
-                      optimizer=keras.optimizers.Adam(self.learning_rate),
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                       loss=_keras_distillation_loss(self.n_items_, self.temperature, alpha))
         return model
 

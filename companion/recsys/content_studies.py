@@ -61,10 +61,10 @@ def cold_study(cold: Mapping[str, content.ColdStartTask],
     """Chapter 6.4's cold-start study: content models on products nobody has bought yet.
 
     On the validation cold task it chooses the profile half-life of the TF-IDF content
-    model (among :data:`COLD_HALF_LIVES`), the epochs of a :class:`.content.TextEncoder`
+    model (among :data:`COLD_HALF_LIVES`), the epochs of a :class:`.text.TextEncoder`
     (early stopping), the half-life of the collaborative blend (on chapter 5's
     ``validation`` task) and the number of text neighbours of the
-    :class:`.content.Hybrid`. Then it refits every model on all data before the test
+    :class:`.recommenders.Hybrid`. Then it refits every model on all data before the test
     window and scores it once on the test cold task: random order, word popularity,
     price match, TF-IDF profile, learned encoder profile and collaborative via text
     neighbours. Last, the hybrid's weight on the text part is chosen per task among
@@ -73,10 +73,10 @@ def cold_study(cold: Mapping[str, content.ColdStartTask],
     Parameters
     ----------
     cold
-        ``{"validation": task, "test": task}``, :func:`.content.cold_start_task` of each
+        ``{"validation": task, "test": task}``, :func:`.coldstart.cold_start_task` of each
         window.
     catalogues
-        ``{"validation": frame, "test": frame}``, :func:`.content.product_catalogue` of
+        ``{"validation": frame, "test": frame}``, :func:`.catalogue.product_catalogue` of
         each window (``description`` and ``price`` of every product).
     validation, test
         Chapter 5's ranking tasks of the same windows, for the blend and the hybrid.
@@ -180,8 +180,8 @@ def context_study(baskets: Mapping[str, content.BasketTask],
     """Chapter 6.4's context study: does a basket's context help to rank its products?
 
     On the validation baskets it chooses the context set of
-    :class:`.content.ContextPopularity` among ``context_sets``, and the epochs of the
-    :class:`.content.ContextTwoTower` with and without the five context features (early
+    :class:`.context.ContextPopularity` among ``context_sets``, and the epochs of the
+    :class:`.context.ContextTwoTower` with and without the five context features (early
     stopping, at most ``epochs``). Every model is then refitted on all data before the
     test window and scored on its baskets, beside popularity, recent popularity (14 days)
     and repeat-buy (half-life 180 days).
@@ -189,10 +189,10 @@ def context_study(baskets: Mapping[str, content.BasketTask],
     Parameters
     ----------
     baskets
-        ``{"validation": task, "test": task}``, :func:`.content.basket_task` of each
+        ``{"validation": task, "test": task}``, :func:`.context.basket_task` of each
         window.
     context_sets
-        Name -> the context features of one :class:`.content.ContextPopularity`.
+        Name -> the context features of one :class:`.context.ContextPopularity`.
     epochs
         The most epochs of the two-tower models on validation.
     seed
@@ -243,7 +243,7 @@ def multimodal_study(interactions: pd.DataFrame, transactions: pd.DataFrame, spl
                      *, seed: int = 0) -> dict:
     """Chapter 8's multi-modal summary: text and ids against ids alone.
 
-    *Ids alone* is item-based neighbours; *text and ids* is a :class:`.content.Hybrid` of
+    *Ids alone* is item-based neighbours; *text and ids* is a :class:`.recommenders.Hybrid` of
     those neighbours and TF-IDF of the descriptions, with weight 1. Both are scored on the
     test window of ``split``: on chapter 5's *new* task over the whole catalogue, and on
     the cold-start task of the products first sold in the window, where ids alone amount

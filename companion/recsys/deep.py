@@ -240,8 +240,7 @@ class NeuMF(KerasRecommender):
                                    name=f"hidden_{depth}")(h)
         logit = keras.layers.Dense(1, name="output")(keras.ops.concatenate([gmf, h], axis=-1))
         model = keras.Model([u, i], keras.ops.squeeze(logit, -1))
-        model.compile(steps_per_execution=STEPS_PER_EXECUTION,
-                      optimizer=keras.optimizers.Adam(self.learning_rate),
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                       loss=keras.losses.BinaryCrossentropy(from_logits=True))
         return model
 
@@ -459,8 +458,7 @@ class TwoTower(KerasRecommender):
         logits = keras.ops.matmul(user_tower([u, c]), keras.ops.transpose(item_tower([i, t])))
         logits = logits / self.temperature - keras.ops.expand_dims(q, 0)
         model = keras.Model([u, c, i, t, q], logits)
-        model.compile(steps_per_execution=STEPS_PER_EXECUTION,
-                      optimizer=keras.optimizers.Adam(self.learning_rate),
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return model
 
@@ -570,8 +568,7 @@ class SASRec(KerasRecommender):
             logits = keras.ops.matmul(encoder(x), keras.ops.transpose(
                 self.item_embedding_.embeddings))
             model = keras.Model(x, logits)
-            model.compile(steps_per_execution=STEPS_PER_EXECUTION,
-                          optimizer=keras.optimizers.Adam(self.learning_rate),
+            model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             return model
         check_positive_int(self.negatives, name="negatives")
@@ -581,8 +578,7 @@ class SASRec(KerasRecommender):
         pos = keras.ops.sum(h * self.item_embedding_(y), axis=-1, keepdims=True)
         neg = keras.ops.einsum("bld,bnd->bln", h, self.item_embedding_(n))
         model = keras.Model([x, y, n], keras.ops.concatenate([pos, neg], axis=-1))
-        model.compile(steps_per_execution=STEPS_PER_EXECUTION,
-                      optimizer=keras.optimizers.Adam(self.learning_rate),
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return model
 
@@ -642,8 +638,7 @@ class SourceLSTM(KerasRecommender):
             keras.layers.LSTM(self.units),
             keras.layers.Dense(1, activation="sigmoid"),
         ])
-        model.compile(steps_per_execution=STEPS_PER_EXECUTION,
-                      optimizer=keras.optimizers.Adam(self.learning_rate), loss="mse")
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="mse")
         return model
 
     def _train_epoch(self):

@@ -39,7 +39,6 @@ from companion._checks import check_positive_int, check_timestamp
 from companion._optional import require
 from companion.data.preprocessing import check_order_interactions
 from companion.exceptions import NotFittedError
-from companion.foundations.keras_helpers import STEPS_PER_EXECUTION
 from companion.retention.behaviour import rfm_features
 
 #: default horizon; chapter 6 justifies it from the inter-purchase times
@@ -515,8 +514,7 @@ def train_keras_churn(model, inputs, labels: np.ndarray, customers: np.ndarray, 
     def rows(index):
         return [a[index] for a in inputs] if isinstance(inputs, list) else inputs[index]
 
-    model.compile(steps_per_execution=STEPS_PER_EXECUTION,
-                  optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
     stop = keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
     hist = model.fit(rows(tr), labels[tr], validation_data=(rows(val), labels[val]),
                      epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True,

@@ -22,7 +22,8 @@ _COUNTS = 0
 _HIST = _COUNTS + len(ROUTES) * _N_S
 _SUMS = _HIST + len(ROUTES) * _N_B
 #: positions of the service's own counters and gauges in a :class:`Metrics` vector (for
-#: :meth:`Metrics.add` and :meth:`Metrics.set`)
+#: :meth:`~companion.ops.serving.metrics.Metrics.add` and
+#: :meth:`~companion.ops.serving.metrics.Metrics.set`)
 (FALLBACKS, UNKNOWN_ITEMS, RELOADS_OK, RELOADS_FAILED, GENERATION, IN_FLIGHT,
  LOADED_AT, _PID) = range(_SUMS + len(ROUTES), _SUMS + len(ROUTES) + 8)
 _WIDTH = _PID + 1

@@ -14,7 +14,6 @@ from companion._checks import check_frame, check_in, check_positive_int, check_t
 from companion._optional import require
 from companion.data.preprocessing import check_interactions
 from companion.exceptions import NotFittedError
-from companion.foundations.keras_helpers import STEPS_PER_EXECUTION
 from companion.foundations.nn import EarlyStopping
 from companion.recsys.content.catalogue import item_sets
 from companion.recsys.ranking import METRICS, metrics_from_hits
@@ -300,8 +299,7 @@ class ContextTwoTower:
         logits = keras.ops.matmul(query([u, c]), keras.ops.transpose(item(i)))
         logits = logits / self.temperature - keras.ops.expand_dims(q, 0)
         model = keras.Model([u, c, i, q], logits)
-        model.compile(steps_per_execution=STEPS_PER_EXECUTION,
-                      optimizer=keras.optimizers.Adam(self.learning_rate),
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return query, item, model
 

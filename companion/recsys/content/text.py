@@ -13,7 +13,6 @@ from companion._checks import check_in, check_positive_int
 from companion._optional import require
 from companion.data.preprocessing import check_interactions
 from companion.exceptions import NotFittedError
-from companion.foundations.keras_helpers import STEPS_PER_EXECUTION
 from companion.foundations.nn import EarlyStopping
 from companion.recsys.content.catalogue import check_item_text
 
@@ -141,8 +140,7 @@ class TextEncoder:
         logits = keras.ops.matmul(encoder(a), keras.ops.transpose(encoder(b)))
         logits = logits / self.temperature - keras.ops.expand_dims(q, 0)
         trainer = keras.Model([a, b, q], logits)
-        trainer.compile(steps_per_execution=STEPS_PER_EXECUTION,
-                        optimizer=keras.optimizers.Adam(self.learning_rate),
+        trainer.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return encoder, trainer
 

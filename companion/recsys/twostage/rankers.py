@@ -192,7 +192,7 @@ class KerasListwiseRanker:
         """Fit on rows grouped by query, as :meth:`LightGBMRanker.fit`."""
         keras = require("keras", "deep")
 
-        from companion.foundations.keras_helpers import STEPS_PER_EXECUTION, seed_everything
+        from companion.foundations.keras_helpers import seed_everything
 
         check_positive_int(self.epochs, name="epochs")
         check_positive_int(self.batch_size, name="batch_size")
@@ -219,8 +219,7 @@ class KerasListwiseRanker:
                 h = keras.layers.Dropout(self.dropout)(h)
         out = keras.layers.Reshape((-1,))(keras.layers.Dense(1)(h))
         self.model_ = keras.Model(inputs, out)
-        self.model_.compile(steps_per_execution=STEPS_PER_EXECUTION,
-                            optimizer=keras.optimizers.Adam(self.learning_rate),
+        self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                             loss=_softmax_list_loss)
         val = None
         if validation is not None:
