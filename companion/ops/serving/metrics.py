@@ -119,10 +119,13 @@ class Metrics:
             values[_SUMS + route] += seconds
 
     def add(self, index: int, amount: float = 1.0) -> None:
+        """Add ``amount`` to the counter at position ``index`` (for example
+        :data:`FALLBACKS`)."""
         with self._lock:
             self.values[index] += amount
 
     def set(self, index: int, value: float) -> None:
+        """Set the gauge at position ``index`` (for example :data:`GENERATION`)."""
         self.values[index] = value
 
     def exposition(self, served: Served) -> str:
