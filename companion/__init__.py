@@ -12,11 +12,11 @@ One line per module (a package's modules are indented under it)::
     data/
         schema          the columns of a transactions table, and their checks
         sources         the real UCI files: local copies and verified downloads
-        synthetic       the seeded synthetic shop (same schema; the offline fallback)
-        preprocessing   cleaning, the interactions table, id encoders, splits in time
+        synthetic       the seeded synthetic shop (the offline fallback)
+        preprocessing   cleaning, interactions, id encoders, time splits
     foundations/
         losses          losses and their gradients
-        optim           teaching optimisers, Newton, conjugate gradients, allocation
+        optim           teaching optimisers, Newton, conjugate gradients
         nn              initialisation schemes and early stopping
         mlp             a scikit-learn-style Keras MLP classifier
         metrics         classification and ranking metrics
@@ -25,13 +25,13 @@ One line per module (a package's modules are indented under it)::
         keras_helpers   seeding and chunked prediction for Keras models
     recsys/
         baselines       the recommender protocol and the classical recommenders
-        deep            Keras recommenders (MF, NeuMF, two-tower, SASRec, source LSTM)
-        content/        content-based, cold-start and context-aware recommendation
+        deep            Keras recommenders (MF, NeuMF, two-tower, SASRec)
+        content/        content, cold-start and context recommendation
             catalogue       the catalogue as known at a cutoff
             text            product vectors from descriptions
             recommenders    content recommenders and the hybrid
             coldstart       ranking products nobody has bought yet
-            context         baskets described by their context, and models using it
+            context         baskets by their context, and models using it
         content_studies the studies of chapter 6.4
         twostage/       candidate generators, then a learned ranker
             candidates      stage one and its recall
@@ -39,7 +39,7 @@ One line per module (a package's modules are indented under it)::
             rankers         LightGBM LambdaRank and a Keras listwise MLP
             pipeline        the two-stage recommender
             study           chapter 5.6's rolling-origin study
-        ranking         the evaluation protocol (full ranking, all and new tasks)
+        ranking         the evaluation protocol (full ranking)
         experiments     tuning, seeds, rolling windows, the scaling study
         incremental     warm-start updates against full refits
         federated       federated training of a recommender
