@@ -109,6 +109,13 @@ def _positives(counts: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     return coo.row.astype(np.int32), coo.col.astype(np.int32)
 
 
+def _pair_ages(frame: pd.DataFrame, users: str = "u", items: str = "i") -> pd.Series:
+    """Days from each (user, item) pair's last purchase to the end of ``frame``, indexed by
+    the pair: the age that the recency weights and the ``max_age_days`` cut both read."""
+    last = frame.groupby([users, items])["timestamp"].max()
+    return (frame["timestamp"].max() - last).dt.total_seconds() / 86400
+
+
 def _recency_weights(frame: pd.DataFrame, users: np.ndarray, items: np.ndarray,
                      half_life_days: float | None) -> np.ndarray | None:
     """Weight of each (user, item) pair: ``0.5 ** (age / half_life_days)``, where age is
@@ -117,13 +124,12 @@ def _recency_weights(frame: pd.DataFrame, users: np.ndarray, items: np.ndarray,
         return None
     if not half_life_days > 0:
         raise ValueError(f"half_life_days must be positive or None, got {half_life_days}.")
-    last = frame.groupby(["u", "i"])["timestamp"].max()
-    age = (frame["timestamp"].max() - last).dt.total_seconds().to_numpy() / 86400
-    codes = last.index
+    ages = _pair_ages(frame)
+    age, codes = ages.to_numpy(), ages.index
     shape = (int(max(users.max(), codes.get_level_values(0).max())) + 1,
              int(max(items.max(), codes.get_level_values(1).max())) + 1)
     table = sp.csr_matrix((0.5 ** (age / half_life_days) + 1e-12,
-                           (last.index.get_level_values(0), last.index.get_level_values(1))),
+                           (codes.get_level_values(0), codes.get_level_values(1))),
                           shape=shape)
     weight = np.asarray(table[users, items]).ravel().astype(np.float32)
     return weight / weight.mean()
@@ -142,8 +148,7 @@ def age_cut(interactions: pd.DataFrame, half_life_days: float,
     for value, name in ((half_life_days, "half_life_days"), (max_age_days, "max_age_days")):
         if not value > 0:
             raise ValueError(f"{name} must be positive, got {value}.")
-    last = frame.groupby(["user_id", "item_id"])["timestamp"].max()
-    age = (frame["timestamp"].max() - last).dt.total_seconds().to_numpy() / 86400
+    age = _pair_ages(frame, "user_id", "item_id").to_numpy()
     weight = 0.5 ** (age / half_life_days)
     old = age > max_age_days
     return {"pairs kept": float(1 - old.mean()),
@@ -356,9 +361,8 @@ class TwoTower(KerasRecommender):
             if not self.max_age_days > 0:
                 raise ValueError("max_age_days must be positive or None, got "
                                  f"{self.max_age_days}.")
-            last = frame.groupby(["u", "i"])["timestamp"].max()
-            recent = last[last >= frame["timestamp"].max()
-                          - pd.Timedelta(days=self.max_age_days)].index
+            ages = _pair_ages(frame)
+            recent = ages[ages <= self.max_age_days].index
             keep = pd.MultiIndex.from_arrays([self.users_, self.items_pos_]).isin(recent)
             self.users_, self.items_pos_ = self.users_[keep], self.items_pos_[keep]
         self.pair_weight_ = _recency_weights(frame, self.users_, self.items_pos_,
