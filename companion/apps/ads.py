@@ -16,7 +16,7 @@ import pandas as pd
 
 from companion._checks import check_positive_int
 from companion._optional import require
-from companion.exceptions import NotFittedError
+from companion.exceptions import not_fitted
 from companion.foundations.keras_helpers import predict_in_chunks
 
 #: Calendar order of the months present in the Online Shoppers data (no January or April).
@@ -241,7 +241,7 @@ class TabularNet:
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Probability of a purchase, one per row."""
         if not hasattr(self, "model_"):
-            raise NotFittedError("this TabularNet is not fitted yet; call fit first.")
+            raise not_fitted(self)
         # called eagerly in chunks: model.predict retraces (and warns) for every new shape
         return predict_in_chunks(self.model_, self._inputs(X), 4096).ravel().astype(float)
 
@@ -304,7 +304,7 @@ class Calibrator:
 
     def transform(self, proba) -> np.ndarray:
         if not hasattr(self, "model_"):
-            raise NotFittedError("this Calibrator is not fitted yet; call fit first.")
+            raise not_fitted(self)
         p = np.asarray(proba, dtype=float)
         if self.method == "platt":
             return self.model_.predict_proba(self._logit(p))[:, 1]

@@ -28,7 +28,7 @@ import pandas as pd
 from companion._checks import check_frame, check_positive_int
 from companion._optional import require
 from companion.data.preprocessing import clean_transactions
-from companion.exceptions import NotFittedError
+from companion.exceptions import not_fitted
 from companion.foundations.evaluation import bootstrap_ci
 
 Forecaster = Callable[[np.ndarray, int], np.ndarray]
@@ -370,7 +370,7 @@ class _GlobalModel:
 
     def __call__(self, history: object, horizon: int) -> np.ndarray:
         if not hasattr(self, "model_"):
-            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit first.")
+            raise not_fitted(self)
         if horizon != self.horizon:
             raise ValueError(f"this model was fitted for horizon={self.horizon}, "
                              f"got {horizon}.")

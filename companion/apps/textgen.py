@@ -36,7 +36,7 @@ import pandas as pd
 
 from companion._checks import check_positive_int
 from companion._optional import require
-from companion.exceptions import NotFittedError
+from companion.exceptions import not_fitted
 
 #: Printed name of the end-of-text symbol in tables.
 EOS_NAME = "<end>"
@@ -429,7 +429,7 @@ class NGramModel(LanguageModel):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "tables_"):
-            raise NotFittedError("this NGramModel is not fitted yet; call fit(texts) first.")
+            raise not_fitted(self, "call fit(texts) first")
 
 
 def tune_ngram(train: Sequence[str], validation: Sequence[str], *,

@@ -16,7 +16,7 @@ import pandas as pd
 
 from companion._checks import check_frame, check_in, check_positive_int, check_timestamp
 from companion.data import I_TO_II, RETAIL_I_SCHEMA, RETAIL_II_SCHEMA
-from companion.exceptions import NotFittedError
+from companion.exceptions import not_fitted
 
 #: Snake-case names used from cleaning onwards, from the Online Retail II names.
 CANONICAL = {
@@ -367,7 +367,7 @@ class IdEncoder:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "classes_"):
-            raise NotFittedError("this IdEncoder is not fitted yet; call fit first.")
+            raise not_fitted(self)
 
     def __len__(self) -> int:
         self._check_fitted()

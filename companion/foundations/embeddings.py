@@ -19,7 +19,7 @@ import pandas as pd
 
 from companion._checks import check_positive_int
 from companion._optional import require
-from companion.exceptions import NotFittedError
+from companion.exceptions import not_fitted
 from companion.foundations.keras_helpers import seed_everything
 
 
@@ -140,7 +140,7 @@ class SkipGram:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "vectors_"):
-            raise NotFittedError("this SkipGram is not fitted yet; call fit first.")
+            raise not_fitted(self)
 
     def vector(self, token: str) -> np.ndarray:
         """The unit-length embedding of ``token``."""

@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from companion._checks import check_positive_int
 from companion._optional import require
-from companion.exceptions import NotFittedError
+from companion.exceptions import not_fitted
 
 require("keras", "deep", load=False)
 
@@ -100,7 +100,7 @@ class KerasMLPClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         if not hasattr(self, "model_"):
-            raise NotFittedError("this KerasMLPClassifier is not fitted yet; call fit first.")
+            raise not_fitted(self)
         X = np.asarray(X, dtype="float32")
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(f"X must have {self.n_features_in_} columns, got shape {X.shape}.")

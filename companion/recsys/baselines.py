@@ -31,7 +31,7 @@ import scipy.sparse as sp
 
 from companion._checks import check_positive_int
 from companion.data.preprocessing import IdEncoder, check_interactions
-from companion.exceptions import NotFittedError
+from companion.exceptions import not_fitted
 
 _CHUNK = 1024  # users scored at once
 
@@ -189,7 +189,7 @@ class Recommender:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "seen_"):
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first.")
+            raise not_fitted(self)
 
     def _codes(self, user_ids) -> np.ndarray:
         self._check_fitted()

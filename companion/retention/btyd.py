@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from companion._checks import check_positive_int, check_timestamp
-from companion.exceptions import NotFittedError
+from companion.exceptions import not_fitted
 
 PARAMETERS = ("r", "alpha", "a", "b")
 
@@ -196,7 +196,7 @@ class BetaGeo:
 
     def _fitted(self) -> np.ndarray:
         if not hasattr(self, "params_"):
-            raise NotFittedError("this BetaGeo is not fitted yet; call fit first.")
+            raise not_fitted(self)
         return self.params_.to_numpy()
 
     def p_alive(self, frequency, recency, age) -> np.ndarray:

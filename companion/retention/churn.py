@@ -38,7 +38,7 @@ import pandas as pd
 from companion._checks import check_positive_int, check_timestamp
 from companion._optional import require
 from companion.data.preprocessing import check_order_interactions
-from companion.exceptions import NotFittedError
+from companion.exceptions import not_fitted
 from companion.retention.behaviour import rfm_features
 
 #: default horizon; chapter 6 justifies it from the inter-purchase times
@@ -354,7 +354,7 @@ class ChurnModel:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "columns_"):
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first.")
+            raise not_fitted(self)
 
     def _matrix(self, data: ChurnData) -> np.ndarray:
         missing = [c for c in self.columns_ if c not in data.features.columns]

@@ -13,7 +13,7 @@ import pandas as pd
 from companion._checks import check_frame, check_in, check_positive_int, check_timestamp
 from companion._optional import require
 from companion.data.preprocessing import check_interactions
-from companion.exceptions import NotFittedError
+from companion.exceptions import not_fitted
 from companion.foundations.nn import EarlyStopping
 from companion.recsys.content.catalogue import item_sets
 from companion.recsys.ranking import METRICS, metrics_from_hits
@@ -382,7 +382,7 @@ class ContextTwoTower:
         from companion.foundations.keras_helpers import predict_in_chunks
 
         if not hasattr(self, "item_vectors_"):
-            raise NotFittedError("this ContextTwoTower is not fitted yet; call fit first.")
+            raise not_fitted(self)
         baskets = _check_contexts(baskets, self.features)
         users = np.searchsorted(self.users_, baskets["user_id"].to_numpy())
         known = (users < self.n_users_) & (

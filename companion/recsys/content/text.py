@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from companion._checks import check_in, check_positive_int
 from companion._optional import require
 from companion.data.preprocessing import check_interactions
-from companion.exceptions import NotFittedError
+from companion.exceptions import not_fitted
 from companion.foundations.nn import EarlyStopping
 from companion.recsys.content.catalogue import check_item_text
 
@@ -51,7 +51,7 @@ class TfidfText:
     def transform(self, texts: pd.Series) -> sp.csr_matrix:
         """Unit-length TF-IDF rows, one per text (all-zero for a text with no known term)."""
         if not self.is_fitted():
-            raise NotFittedError("this TfidfText is not fitted yet; call fit first.")
+            raise not_fitted(self)
         return self.vectorizer_.transform(check_item_text(texts, "texts")).tocsr()
 
     def __repr__(self) -> str:
@@ -229,7 +229,7 @@ class TextEncoder:
         from companion.foundations.keras_helpers import predict_in_chunks
 
         if not self.is_fitted():
-            raise NotFittedError("this TextEncoder is not fitted yet; call fit first.")
+            raise not_fitted(self)
         tokens = self._token_ids(check_item_text(texts, "texts"))
         out = predict_in_chunks(self.encoder_, tokens, 8192)
         out[~(tokens > 0).any(axis=1)] = 0.0

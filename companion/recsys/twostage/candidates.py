@@ -17,7 +17,7 @@ import pandas as pd
 
 from companion._checks import check_frame, check_in, check_positive_int
 from companion.data.preprocessing import check_interactions
-from companion.exceptions import NotFittedError
+from companion.exceptions import not_fitted
 from companion.recsys import baselines as rec
 
 __all__ = ["TASKS", "default_generators", "check_n", "CandidateGenerator",
@@ -113,7 +113,7 @@ class CandidateGenerator:
     def items_(self) -> np.ndarray:
         """Item ids in the generators' column order."""
         if not hasattr(self, "models_"):
-            raise NotFittedError("this CandidateGenerator is not fitted yet; call fit first.")
+            raise not_fitted(self)
         return self.reference_.items_
 
     def candidates(self, user_ids, exclude_seen: bool = False,
@@ -133,7 +133,7 @@ class CandidateGenerator:
         ``"new"``: excluded), scoring each customer once: ``users`` maps task -> user ids,
         ``n`` task -> ``n``."""
         if not hasattr(self, "models_"):
-            raise NotFittedError("this CandidateGenerator is not fitted yet; call fit first.")
+            raise not_fitted(self)
         if not isinstance(users, Mapping) or not users:
             raise ValueError("users must be a non-empty mapping task -> user ids.")
         sizes = {}

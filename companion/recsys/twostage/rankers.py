@@ -16,7 +16,7 @@ import pandas as pd
 
 from companion._checks import check_positive_int
 from companion._optional import require
-from companion.exceptions import NotFittedError
+from companion.exceptions import not_fitted
 
 __all__ = ["candidate_ndcg", "LightGBMRanker", "KerasListwiseRanker"]
 
@@ -63,7 +63,7 @@ def candidate_ndcg(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k
 def _fitted_features(ranker, features) -> np.ndarray:
     """``features`` as float32 after checking that ``ranker`` is fitted and the columns fit."""
     if not hasattr(ranker, "model_"):
-        raise NotFittedError(f"this {type(ranker).__name__} is not fitted yet; call fit first.")
+        raise not_fitted(ranker)
     x = np.asarray(features, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != len(ranker.feature_names_):
         raise ValueError(f"features must have {len(ranker.feature_names_)} columns, got "
