@@ -59,6 +59,19 @@ def test_item_knn_update_equals_refit(halves):
     assert updated.seen_.sum() == full.seen_.sum()
 
 
+def test_item_knn_update_on_known_items_is_in_place_and_equals_refit(halves):
+    everything, early, late, _ = halves
+    late = late[late["item_id"].isin(early["item_id"])]  # no new item: counts kept in place
+    model = rec.ItemKNN(neighbours=500, shrinkage=5.0).fit(early)
+    counts = model.co_
+    model.partial_fit(late)
+    assert model.co_ is counts
+    full = rec.ItemKNN(neighbours=500, shrinkage=5.0).fit(pd.concat([early, late]))
+    full_co = pd.DataFrame(full.co_, index=full.items_, columns=full.items_)
+    expected = full_co.loc[model.items_, model.items_].to_numpy()
+    np.testing.assert_array_equal(model.co_, expected)
+
+
 def test_models_without_updates_say_so(halves):
     _, early, late, _ = halves
     with pytest.raises(NotImplementedError, match="EASE cannot be updated"):

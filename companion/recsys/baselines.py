@@ -466,15 +466,22 @@ class ItemKNN(Recommender):
         new = (counts > 0).astype(np.float32).tocsr()
         new = (new - new.multiply(old)).tocsr()  # pairs not bought before
         new.eliminate_zeros()
-        co = np.zeros((n_items, n_items), dtype=self.co_.dtype)
-        co[:self.co_.shape[0], :self.co_.shape[1]] = self.co_
+        co = self.co_
+        if co.shape != (n_items, n_items):  # new items: grow the counts (else in place)
+            co = np.zeros((n_items, n_items), dtype=self.co_.dtype)
+            co[:self.co_.shape[0], :self.co_.shape[1]] = self.co_
         changed = np.unique(new.tocoo().row)
         if len(changed):
             # the new pairs' co-purchases with everything the customer now has:
             # (old + new)'(old + new) - old'old = A + A' - new'new with A = new'(old + new)
             x_new, x_old = new[changed], old[changed]
-            a = (x_new.T @ (x_new + x_old)).toarray()
-            co += a + a.T - (x_new.T @ x_new).toarray()
+            a = (x_new.T @ (x_new + x_old)).tocoo()  # sparse: no dense temporaries
+            n = (x_new.T @ x_new).tocoo()
+            a.sum_duplicates()  # each (row, col) once, so that += adds every count
+            n.sum_duplicates()
+            co[a.row, a.col] += a.data
+            co[a.col, a.row] += a.data
+            co[n.row, n.col] -= n.data
         self.co_ = co
         self.binary_ = (old + new).tocsr()
         self._similarity()
