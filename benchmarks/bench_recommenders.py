@@ -39,7 +39,7 @@ def models(epochs: int, desc: pd.Series, country: pd.Series) -> dict:
         "repeat-buy": lambda: rec.RepeatBuy(half_life_days=60),
         "item-kNN": lambda: rec.ItemKNN(neighbours=200, shrinkage=20),
         "EASE": lambda: rec.EASE(l2=400),
-        "TIFU-KNN": lambda: rec.TIFUKNN(k=100, alpha=0.2, group_size=3),
+        "TIFU-KNN": lambda: rec.TIFUKNN(neighbours=100, alpha=0.2, group_size=3),
         "UP-CF@r": lambda: rec.UPCF(recency=5, asymmetry=0.75, locality=10),
         "MF (BPR)": lambda: deep.MatrixFactorization(epochs=epochs),
         "NeuMF": lambda: deep.NeuMF(epochs=epochs),
@@ -49,9 +49,9 @@ def models(epochs: int, desc: pd.Series, country: pd.Series) -> dict:
                                       batch_size=256, windows_per_user=3, epochs=epochs),
         "source LSTM": lambda: deep.SourceLSTM(epochs=epochs),
         "two-stage LightGBM": lambda: twostage.TwoStageRecommender(
-            n={"all": 20, "new": 50}, label_days=30),
+            n={"all": 20, "new": 50}, horizon_days=30),
         "two-stage Keras": lambda: twostage.TwoStageRecommender(
-            n={"all": 20, "new": 50}, label_days=30, ranker="keras"),
+            n={"all": 20, "new": 50}, horizon_days=30, ranker="keras"),
     }
 
 

@@ -87,7 +87,14 @@ One line per module (a package's modules are indented under it)::
     exceptions          NotFittedError, shared by every model
     _checks             input checks with clear errors
     _optional           the extras, and the message when one is missing
-    _compat             the module names of 0.1.0
+    _compat             the names of 0.1.0, kept for one release
+
+Names
+-----
+One name per idea across the package: ``cutoff`` is the time before which a model or a
+feature reads data; ``horizon_days`` the days after it that a label looks at (churn, the
+two-stage ranker's labels); ``window_days`` the length of an evaluation or popularity
+window; ``neighbours`` a number of neighbours; ``k`` the length of a recommendation list.
 
 The book's API reference page lists every module. A shop can run the pipeline on its own
 order export without writing code: ``python -m companion --help`` (:mod:`companion.cli`).

@@ -112,6 +112,24 @@ def moved_names(module: str, targets: dict[str, str]):
     return __getattr__
 
 
+def renamed_argument(owner: str, old: str, new: str, old_value: object, new_value: object,
+                     default: object = None) -> object:
+    """The value of argument ``new`` of ``owner``, which was called ``old`` before 0.2.0.
+
+    ``old_value`` is what the caller passed under the old name (``None`` when nothing was
+    passed) and ``new_value`` what it passed under the new one (``default`` when nothing
+    was). The old name still works for one release, with a :class:`DeprecationWarning`;
+    both at once is a TypeError.
+    """
+    if old_value is None:
+        return new_value
+    if new_value is not default:
+        raise TypeError(f"{owner} got {new}= and its old name {old}=; pass {new} only.")
+    warnings.warn(f"{owner}: the argument {old} was renamed {new} in 0.2.0; {old} is "
+                  f"removed in {REMOVED_IN}.", DeprecationWarning, stacklevel=3)
+    return old_value
+
+
 def install() -> None:
     """Put the finder of the old names on :data:`sys.meta_path` (once)."""
     if not any(isinstance(finder, _Finder) for finder in sys.meta_path):

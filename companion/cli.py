@@ -189,6 +189,18 @@ def _load(args: argparse.Namespace, bar):
     return orders
 
 
+def _load_clean(args: argparse.Namespace, bar):
+    """The orders file read (:func:`_load`) and cleaned: ``(orders, cleaned lines,
+    interactions)``, one step of the bar each."""
+    from companion import shop
+
+    orders = _load(args, bar)
+    bar.set_postfix_str("cleaning")
+    cleaned, interactions = shop.clean(orders)
+    bar.update()
+    return orders, cleaned, interactions
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from companion import shop
 
@@ -204,10 +216,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from companion import shop
 
     with _progress(args, 4, "report") as bar:
-        orders = _load(args, bar)
-        bar.set_postfix_str("cleaning")
-        cleaned, interactions = shop.clean(orders)
-        bar.update()
+        _, cleaned, interactions = _load_clean(args, bar)
         bar.set_postfix_str("retention")
         summary = shop.retention_summary(interactions, horizon_days=args.horizon_days)
         text = shop.report_text(cleaned, summary, source=str(args.orders),
@@ -229,10 +238,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     from companion import shop
 
     with _progress(args, 4, "recommend") as bar:
-        orders = _load(args, bar)
-        bar.set_postfix_str("cleaning")
-        _, interactions = shop.clean(orders)
-        bar.update()
+        orders, _, interactions = _load_clean(args, bar)
         bar.set_postfix_str(f"fitting {args.model}")
 
         def batches(it):
@@ -254,10 +260,7 @@ def _cmd_churn(args: argparse.Namespace) -> int:
     from companion import shop
 
     with _progress(args, 4, "churn") as bar:
-        orders = _load(args, bar)
-        bar.set_postfix_str("cleaning")
-        _, interactions = shop.clean(orders)
-        bar.update()
+        orders, _, interactions = _load_clean(args, bar)
         bar.set_postfix_str("fitting BG/NBD")
         table = orders.customers.restore(
             shop.churn_risk(interactions, horizon_days=args.horizon_days))

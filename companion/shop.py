@@ -78,6 +78,7 @@ import numpy as np
 import pandas as pd
 
 from companion._checks import check_frame, check_positive_int
+from companion._compat import renamed_argument
 from companion.data import RETAIL_I_SCHEMA, RETAIL_II_SCHEMA
 from companion.data.preprocessing import (
     CANONICAL,
@@ -916,7 +917,7 @@ def make_recommender(name: str):
         raise ValueError(f"model must be one of {list(_RECOMMENDERS)}, got {name!r}.")
     return {
         "blend": lambda: rec.Blend(rec.ItemKNN(neighbours=200, shrinkage=20.0), weight=1.0),
-        "tifu-knn": lambda: rec.TIFUKNN(k=100, alpha=0.2, group_size=3),
+        "tifu-knn": lambda: rec.TIFUKNN(neighbours=100, alpha=0.2, group_size=3),
         "item-knn": lambda: rec.ItemKNN(neighbours=200, shrinkage=20.0),
         "repeat-buy": lambda: rec.RepeatBuy(),
         "popularity": lambda: rec.Popularity(),
@@ -953,21 +954,23 @@ def top_k(interactions: pd.DataFrame, *, k: int = 10, model: str = "blend",
 
 
 def churn_risk(interactions: pd.DataFrame, *, horizon_days: int = 90,
-               as_of: object | None = None) -> pd.DataFrame:
+               cutoff: object | None = None, as_of: object | None = None) -> pd.DataFrame:
     """BG/NBD churn risk of every customer (:func:`companion.retention.btyd.churn_probability`).
 
-    The model is fitted on purchases strictly before ``as_of`` (default: the day after the
-    last purchase). Returns ``customer_id, frequency, recency_days, age_days, p_alive,
+    The model is fitted on purchases strictly before ``cutoff`` (default: the day after the
+    last purchase; ``as_of`` is its old name, which works for one release, with a
+    warning). Returns ``customer_id, frequency, recency_days, age_days, p_alive,
     p_churn`` sorted by ``p_churn`` (highest risk first), where ``p_churn`` is the
     probability of no purchase in the next ``horizon_days``.
     """
     from companion.retention.btyd import churn_probability, rfm_summary
 
     horizon_days = check_positive_int(horizon_days, name="horizon_days")
-    if as_of is None:
-        as_of = interactions["timestamp"].max().normalize() + pd.Timedelta(days=1)
-    summary = rfm_summary(interactions, as_of)
-    scores = churn_probability(interactions, as_of, horizon_days)
+    cutoff = renamed_argument("churn_risk", "as_of", "cutoff", as_of, cutoff)
+    if cutoff is None:
+        cutoff = interactions["timestamp"].max().normalize() + pd.Timedelta(days=1)
+    summary = rfm_summary(interactions, cutoff)
+    scores = churn_probability(interactions, cutoff, horizon_days)
     out = summary.rename(columns={"recency": "recency_days", "age": "age_days"}).join(scores)
     out = out.reset_index().rename(columns={"user_id": "customer_id"})
     out["frequency"] = out["frequency"].astype(int)

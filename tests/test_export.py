@@ -19,7 +19,7 @@ CLASSICAL = [
     lambda: rec.RepeatBuy(half_life_days=60),
     lambda: rec.ItemKNN(neighbours=20, shrinkage=5.0),
     lambda: rec.EASE(l2=50.0),
-    lambda: rec.TIFUKNN(k=10),
+    lambda: rec.TIFUKNN(neighbours=10),
     lambda: rec.UPCF(),
     lambda: rec.Blend(rec.ItemKNN(), weight=4.0),
     lambda: rec.Blend(rec.EASE(l2=50.0), base=rec.Popularity(window_days=30)),

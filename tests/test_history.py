@@ -14,7 +14,7 @@ MODELS = {
     "repeat-buy": lambda: rec.RepeatBuy(half_life_days=60),
     "item-kNN": lambda: rec.ItemKNN(neighbours=30),
     "EASE": lambda: rec.EASE(l2=50.0),
-    "TIFU-KNN": lambda: rec.TIFUKNN(k=20, group_size=3),
+    "TIFU-KNN": lambda: rec.TIFUKNN(neighbours=20, group_size=3),
     "UP-CF@r": lambda: rec.UPCF(recency=3, neighbours=20),
     "UP-CF@r, all users": lambda: rec.UPCF(recency=3, neighbours=None),
     "blend item-kNN": lambda: rec.Blend(rec.ItemKNN(), weight=4.0),
@@ -176,7 +176,7 @@ def test_models_that_cannot_say_so(interactions):
 
 def test_next_basket_models_need_their_baskets_for_a_known_customer(interactions, customer,
                                                                     basket, tmp_path):
-    model = rec.TIFUKNN(k=20, group_size=3).fit(interactions)
+    model = rec.TIFUKNN(neighbours=20, group_size=3).fit(interactions)
     loaded = export.load(export.save(model, tmp_path / "tifu", data=interactions)).model
     np.testing.assert_array_equal(loaded.score_history(basket, user_id=customer),
                                   model.score_history(basket, user_id=customer))

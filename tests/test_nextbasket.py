@@ -38,7 +38,7 @@ TIFU_VECTORS = {1: [0.1875, 0.125, 0.25, 0.0], 2: [0.0, 0.5, 0.0, 0.5],
 
 
 def test_tifu_vectors_by_hand():
-    model = rec.TIFUKNN(k=1, group_size=2, within_decay=0.5, group_decay=0.5, alpha=0.5)
+    model = rec.TIFUKNN(neighbours=1, group_size=2, within_decay=0.5, group_decay=0.5, alpha=0.5)
     model.fit(TIFU_DATA)
     assert list(model.items_) == ["a", "b", "c", "d"]
     vectors = model.vectors_.toarray()
@@ -47,12 +47,12 @@ def test_tifu_vectors_by_hand():
 
 
 def test_tifu_scores_and_ranking_by_hand():
-    model = rec.TIFUKNN(k=1, group_size=2, within_decay=0.5, group_decay=0.5, alpha=0.5)
+    model = rec.TIFUKNN(neighbours=1, group_size=2, within_decay=0.5, group_decay=0.5, alpha=0.5)
     model.fit(TIFU_DATA)
     # squared distances: d(1,2) = 0.48828125 < d(2,3) = 0.515625 < d(1,3) = 0.56640625,
     # so the nearest other user is 2 for users 1 and 3, and 1 for user 2
     codes = model.user_encoder_.transform(np.array([1, 2, 3]))
-    near = model.user_encoder_.classes_.to_numpy()[model.neighbours(codes)[:, 0]]
+    near = model.user_encoder_.classes_.to_numpy()[model.nearest_users(codes)[:, 0]]
     assert list(near) == [2, 1, 2]
     scores = model.score(np.array([1, 2, 3]))
     v = {u: np.array(x) for u, x in TIFU_VECTORS.items()}
@@ -69,38 +69,38 @@ def test_tifu_scores_and_ranking_by_hand():
 def test_tifu_group_edge_cases():
     # one group: the decayed baskets are averaged; group_size 4 > 3 baskets: each basket is
     # its own group, the newest weighs group_decay^(4-3)
-    one = rec.TIFUKNN(k=1, group_size=1, within_decay=0.5, group_decay=0.5).fit(TIFU_DATA)
+    one = rec.TIFUKNN(neighbours=1, group_size=1, within_decay=0.5, group_decay=0.5).fit(TIFU_DATA)
     assert one.vectors_.toarray()[0] == pytest.approx([1 / 4, 1 / 6, 1 / 3, 0.0])
-    many = rec.TIFUKNN(k=1, group_size=4, within_decay=0.5, group_decay=0.5).fit(TIFU_DATA)
+    many = rec.TIFUKNN(neighbours=1, group_size=4, within_decay=0.5, group_decay=0.5).fit(TIFU_DATA)
     # (1/8 * a/4 + 1/4 * ab/2 + 1/2 * c) / 3
     assert many.vectors_.toarray()[0] == pytest.approx([0.15625 / 3, 0.125 / 3, 0.5 / 3, 0.0])
     # a single basket with group_size 1 is the basket itself
     assert one.vectors_.toarray()[1] == pytest.approx([0.0, 1.0, 0.0, 1.0])
     # 5 baskets in m=2 groups: the older group holds 2 baskets, the newer 3
-    five = rec.TIFUKNN(k=1, group_size=2, within_decay=0.5, group_decay=0.5).fit(
+    five = rec.TIFUKNN(neighbours=1, group_size=2, within_decay=0.5, group_decay=0.5).fit(
         _frame({1: ["p", "q", "r", "s", "t"], 2: ["p"]}))
     assert five.vectors_.toarray()[0] == pytest.approx([1 / 128, 1 / 64, 1 / 24, 1 / 12, 1 / 6])
 
 
 def test_tifu_alpha_and_neighbour_cap():
-    own = rec.TIFUKNN(k=1, group_size=2, within_decay=0.5, group_decay=0.5, alpha=1.0)
+    own = rec.TIFUKNN(neighbours=1, group_size=2, within_decay=0.5, group_decay=0.5, alpha=1.0)
     assert own.fit(TIFU_DATA).score(np.array([3]))[0] == pytest.approx(TIFU_VECTORS[3])
     # k above the number of other users: all of them (2) are neighbours
-    capped = rec.TIFUKNN(k=50, group_size=2, within_decay=0.5, group_decay=0.5, alpha=0.0)
+    capped = rec.TIFUKNN(neighbours=50, group_size=2, within_decay=0.5, group_decay=0.5, alpha=0.0)
     capped.fit(TIFU_DATA)
-    assert capped.neighbours(np.array([0])).shape == (1, 2)
+    assert capped.nearest_users(np.array([0])).shape == (1, 2)
     mean = (np.array(TIFU_VECTORS[2]) + np.array(TIFU_VECTORS[3])) / 2
     assert capped.score(np.array([1]))[0] == pytest.approx(mean)
     # a shop with a single customer has no neighbours
     alone = rec.TIFUKNN(alpha=0.5).fit(_frame({1: ["ab", "b"]}))
-    assert alone.neighbours(np.array([0])).shape == (1, 0)
+    assert alone.nearest_users(np.array([0])).shape == (1, 0)
     assert np.isfinite(alone.score(np.array([1]))).all()
 
 
 def test_baskets_without_invoice_are_timestamps():
-    with_invoice = rec.TIFUKNN(k=1, group_size=2, within_decay=0.5, group_decay=0.5).fit(
+    with_invoice = rec.TIFUKNN(neighbours=1, group_size=2, within_decay=0.5, group_decay=0.5).fit(
         TIFU_DATA)
-    without = rec.TIFUKNN(k=1, group_size=2, within_decay=0.5, group_decay=0.5).fit(
+    without = rec.TIFUKNN(neighbours=1, group_size=2, within_decay=0.5, group_decay=0.5).fit(
         TIFU_DATA.drop(columns="invoice"))
     assert (with_invoice.vectors_ != without.vectors_).nnz == 0
 
@@ -147,7 +147,7 @@ def test_upcf_recency_and_asymmetry():
 
 
 @pytest.mark.parametrize("model, match", [
-    (rec.TIFUKNN(k=0), "k must be >= 1, got 0"),
+    (rec.TIFUKNN(neighbours=0), "neighbours must be >= 1, got 0"),
     (rec.TIFUKNN(group_size=0), "group_size must be >= 1, got 0"),
     (rec.TIFUKNN(within_decay=1.5), r"within_decay must be in \(0, 1\], got 1.5"),
     (rec.TIFUKNN(group_decay=0.0), r"group_decay must be in \(0, 1\], got 0.0"),
@@ -163,14 +163,14 @@ def test_bad_parameters(model, match):
 
 
 def test_bad_parameter_types():
-    with pytest.raises(TypeError, match="k must be an integer, got float"):
-        rec.TIFUKNN(k=2.5).fit(TIFU_DATA)
+    with pytest.raises(TypeError, match="neighbours must be an integer, got float"):
+        rec.TIFUKNN(neighbours=2.5).fit(TIFU_DATA)
     with pytest.raises(TypeError, match="alpha must be a number, got str"):
         rec.TIFUKNN(alpha="0.5").fit(TIFU_DATA)
 
 
 def test_unknown_users_get_popularity():
-    for model in (rec.TIFUKNN(k=1), rec.UPCF(neighbours=1)):
+    for model in (rec.TIFUKNN(neighbours=1), rec.UPCF(neighbours=1)):
         model.fit(UPCF_DATA)
         scores = model.score(np.array([99]))[0]
         popularity = model.popularity_ / model.popularity_.max()
@@ -325,7 +325,7 @@ def shop_interactions():
 SMALL_GRIDS = {
     "popularity": (rec.Popularity, {}),
     "repeat-buy": (rec.RepeatBuy, {"half_life_days": [14, 180]}),
-    "TIFU-KNN": (rec.TIFUKNN, {"k": [5, 20], "alpha": [0.3]}),
+    "TIFU-KNN": (rec.TIFUKNN, {"neighbours": [5, 20], "alpha": [0.3]}),
     "UP-CF@r": (rec.UPCF, {"recency": [1, 5], "neighbours": [20]}),
 }
 
@@ -341,7 +341,7 @@ def test_rolling_baselines(shop_interactions):
     for origin in origins:
         w = origin.name
         assert set(result.per_user[w]) == set(SMALL_GRIDS)
-        assert result.chosen[w]["TIFU-KNN"]["all"]["k"] in (5, 20)
+        assert result.chosen[w]["TIFU-KNN"]["all"]["neighbours"] in (5, 20)
         assert set(result.tuning[w]) == {"repeat-buy", "TIFU-KNN", "UP-CF@r"}
         for task in ("all", "new"):
             frames = [result.per_user[w][m][task] for m in SMALL_GRIDS]

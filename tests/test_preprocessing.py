@@ -224,12 +224,12 @@ def test_split_by_time_test_window(interactions):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"test_start": "2030-01-01"}, "outside the data"),
-        ({"test_start": "1999-01-01"}, "outside the data"),
-        ({"test_start": "garbage"}, "not a valid date"),
-        ({"test_start": "2011-06-01", "validation_days": 4000}, "no training data"),
-        ({"test_start": "2011-06-01", "validation_days": 0}, "validation_days"),
-        ({"test_start": "2011-06-01", "test_days": -3}, "test_days"),
+        ({"cutoff": "2030-01-01"}, "outside the data"),
+        ({"cutoff": "1999-01-01"}, "outside the data"),
+        ({"cutoff": "garbage"}, "not a valid date"),
+        ({"cutoff": "2011-06-01", "validation_days": 4000}, "no training data"),
+        ({"cutoff": "2011-06-01", "validation_days": 0}, "validation_days"),
+        ({"cutoff": "2011-06-01", "test_days": -3}, "test_days"),
     ],
 )
 def test_split_by_time_rejects_bad_cutoffs(interactions, kwargs, match):

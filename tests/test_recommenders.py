@@ -36,7 +36,7 @@ FACTORIES = {
     "repeat-buy": lambda w: rec.RepeatBuy(half_life_days=60),
     "item-kNN": lambda w: rec.ItemKNN(neighbours=30, shrinkage=5),
     "EASE": lambda w: rec.EASE(l2=50),
-    "TIFU-KNN": lambda w: rec.TIFUKNN(k=5, group_size=3, alpha=0.5),
+    "TIFU-KNN": lambda w: rec.TIFUKNN(neighbours=5, group_size=3, alpha=0.5),
     "UP-CF@r": lambda w: rec.UPCF(recency=5, asymmetry=0.75, locality=2, neighbours=20),
     "blend": lambda w: rec.Blend(rec.EASE(l2=50), weight=0.5),
     "blend on recent popularity": lambda w: rec.Blend(rec.EASE(l2=50), weight=0.5,

@@ -147,6 +147,19 @@ def test_seeded_sampling_is_reproducible(vocab, small_lm):
         assert all(t.startswith(p) for p, t in zip(a["prompt"], a["text"], strict=True))
 
 
+def test_sample_grid_runs_every_model_with_every_setting():
+    models = {"4-gram": textgen.NGramModel(4).fit(TEXTS),
+              "uniform": textgen.NGramModel(1).fit(TEXTS)}
+    settings = {"cold": {"temperature": 0.5}, "top-3": {"temperature": 1.0, "top_k": 3}}
+    grid = textgen.sample_grid(models, ["RED "], settings, n=4, max_length=25, seed=3)
+    assert list(grid) == [(m, s) for m in models for s in settings]
+    one = textgen.sample(models["4-gram"], ["RED "], n=4, max_length=25, seed=3,
+                         temperature=1.0, top_k=3)
+    pd.testing.assert_frame_equal(grid["4-gram", "top-3"], one)
+    with pytest.raises(ValueError, match="at least one"):
+        textgen.sample_grid(models, ["RED "], {}, n=1)
+
+
 def test_top_1_sampling_is_greedy(vocab):
     model = textgen.NGramModel(5).fit(TEXTS)
     out = textgen.sample(model, ["SET O"], n=3, top_k=1, seed=0)

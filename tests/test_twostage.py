@@ -20,7 +20,7 @@ CUTOFF = pd.Timestamp("2011-09-01")
 
 def small_generators() -> dict[str, rec.Recommender]:
     return {"repeat-buy": rec.RepeatBuy(half_life_days=60),
-            "TIFU-KNN": rec.TIFUKNN(k=10, group_size=3, alpha=0.5),
+            "TIFU-KNN": rec.TIFUKNN(neighbours=10, group_size=3, alpha=0.5),
             "item-kNN": rec.ItemKNN(neighbours=20, shrinkage=5.0),
             "recent popularity": rec.Popularity(window_days=30)}
 
@@ -34,7 +34,7 @@ def frame(interactions):
 
 @pytest.fixture(scope="module")
 def model(frame):
-    return ts.TwoStageRecommender(small_generators(), n=10, label_days=30, seed=0).fit(
+    return ts.TwoStageRecommender(small_generators(), n=10, horizon_days=30, seed=0).fit(
         frame[frame["timestamp"] < CUTOFF], cutoff=CUTOFF)
 
 
@@ -256,7 +256,7 @@ def test_two_stage_follows_the_protocol(model, frame):
 
 def test_with_ranker_shares_stage_one_and_is_deterministic(model, frame):
     users = np.sort(frame.loc[frame["timestamp"] < CUTOFF, "user_id"].unique())[:40]
-    again = ts.TwoStageRecommender(small_generators(), n=10, label_days=30, seed=0).fit(
+    again = ts.TwoStageRecommender(small_generators(), n=10, horizon_days=30, seed=0).fit(
         frame[frame["timestamp"] < CUTOFF], cutoff=CUTOFF)
     assert (again.recommend(users, 10, False) == model.recommend(users, 10, False)).all()
     assert again.validation_ndcg_ == model.validation_ndcg_
@@ -274,7 +274,7 @@ def test_with_ranker_shares_stage_one_and_is_deterministic(model, frame):
 
 
 def test_stacked_label_cutoffs(frame):
-    stacked = ts.TwoStageRecommender(small_generators(), n=5, label_days=30, label_cutoffs=3,
+    stacked = ts.TwoStageRecommender(small_generators(), n=5, horizon_days=30, label_cutoffs=3,
                                      tasks=["all"]).fit(frame[frame["timestamp"] < CUTOFF],
                                                         cutoff=CUTOFF)
     cutoffs = [ex.cutoff for ex in stacked.examples_["all"]]
@@ -292,13 +292,13 @@ def test_stacked_label_cutoffs(frame):
     ({"ranker": 3}, TypeError, "ranker must be 'lightgbm', 'keras' or an object"),
     ({"ranker": "xgboost"}, ValueError, "ranker must be one of"),
     ({"validation_share": 1.5}, ValueError, r"validation_share must be in \(0, 1\)"),
-    ({"label_days": 400}, ValueError, "need interactions before it"),
+    ({"horizon_days": 400}, ValueError, "need interactions before it"),
     ({"generators": {"x": "EASE"}}, TypeError, "generator 'x' must be a Recommender"),
     ({"generators": {}}, ValueError, "non-empty mapping"),
     ({"generators": {"x rank": rec.Popularity()}}, ValueError, "would clash"),
 ])
 def test_two_stage_errors(frame, params, error, match):
-    base = {"generators": small_generators(), "n": 5, "label_days": 30}
+    base = {"generators": small_generators(), "n": 5, "horizon_days": 30}
     with pytest.raises(error, match=match):
         ts.TwoStageRecommender(**{**base, **params}).fit(frame[frame["timestamp"] < CUTOFF],
                                                          cutoff=CUTOFF)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -818,6 +818,22 @@ def sample(model: LanguageModel, prompts: Sequence[str], *, n: int = 1,
                     done[i] = True
     finished = [len(t) < max_length for t in texts]
     return pd.DataFrame({"prompt": owners, "text": texts, "finished": finished})
+
+
+def sample_grid(models: Mapping[str, LanguageModel], prompts: Sequence[str],
+                settings: Mapping[str, Mapping[str, object]], *, n: int = 1,
+                max_length: int = 39, seed: int = 0) -> dict[tuple[str, str], pd.DataFrame]:
+    """:func:`sample` for every model and every sampling setting, with the same prompts,
+    ``n``, ``max_length`` and seed: ``{(model name, setting name): samples}``.
+
+    ``settings`` maps a setting's name to the keyword arguments of :func:`sample` that
+    define it (``temperature``, ``top_k``).
+    """
+    if not models or not settings:
+        raise ValueError("models and settings must each hold at least one entry.")
+    return {(name, label): sample(model, prompts, n=n, max_length=max_length, seed=seed,
+                                  **kwargs)
+            for name, model in models.items() for label, kwargs in settings.items()}
 
 
 def novelty(samples: Iterable[str], train: Iterable[str],

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from companion._checks import check_frame, check_in, check_positive_int, check_timestamp
+from companion._compat import renamed_argument
 from companion.data import I_TO_II, RETAIL_I_SCHEMA, RETAIL_II_SCHEMA
 from companion.exceptions import not_fitted
 
@@ -440,25 +441,31 @@ class Split:
 
 def split_by_time(
     interactions: pd.DataFrame,
-    test_start: object,
+    cutoff: object = None,
     *,
     validation_days: int | None = None,
     test_days: int | None = None,
+    test_start: object = None,
 ) -> Split:
     """Split at a global time cutoff, with an optional validation window before it.
 
-    ``train`` holds every interaction before ``test_start - validation_days``,
-    ``validation`` those in ``[test_start - validation_days, test_start)`` and ``test``
-    those in ``[test_start, test_start + test_days)`` (to the end when ``test_days`` is
+    ``train`` holds every interaction before ``cutoff - validation_days``,
+    ``validation`` those in ``[cutoff - validation_days, cutoff)`` and ``test``
+    those in ``[cutoff, cutoff + test_days)`` (to the end when ``test_days`` is
     None). Because the cut is one instant for everybody, no part contains anything that
     happened after a later part began: models trained on ``train`` never see the future.
+    ``test_start`` is the old name of ``cutoff`` (it works for one release, with a
+    warning).
     """
+    cutoff = renamed_argument("split_by_time", "test_start", "cutoff", test_start, cutoff)
+    if cutoff is None:
+        raise TypeError("split_by_time needs cutoff, the time the test part starts.")
     frame = check_interactions(interactions)
-    cutoff = check_timestamp(test_start, name="test_start")
+    cutoff = check_timestamp(cutoff, name="cutoff")
     first, last = frame["timestamp"].min(), frame["timestamp"].max()
     if not first < cutoff <= last:
         raise ValueError(
-            f"test_start={cutoff} is outside the data, which runs from {first} to {last}."
+            f"cutoff={cutoff} is outside the data, which runs from {first} to {last}."
         )
     val_start = cutoff
     if validation_days is not None:

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from companion._checks import check_positive_int, check_timestamp
-from companion._compat import moved_names
+from companion._compat import moved_names, renamed_argument
 from companion._optional import require
 from companion.data.preprocessing import CANONICAL, NON_PRODUCT_CODES, NON_PRODUCT_PATTERN
 
@@ -330,20 +330,25 @@ def _date(seconds: int) -> pd.Timestamp:
     return pd.Timestamp(seconds, unit="s")
 
 
-def split_by_time(interactions: DataFrame, test_start: object, *,
+def split_by_time(interactions: DataFrame, cutoff: object = None, *,
                   validation_days: int | None = None, test_days: int | None = None,
-                  span: tuple[int, int] | None = None) -> SparkSplit:
+                  span: tuple[int, int] | None = None,
+                  test_start: object = None) -> SparkSplit:
     """The global time split of :func:`companion.data.preprocessing.split_by_time`.
 
     ``span`` (first and last timestamp in epoch seconds) may be passed to save a pass
-    over the data.
+    over the data. ``test_start`` is the old name of ``cutoff`` (it works for one
+    release, with a warning).
     """
 
+    cutoff = renamed_argument("split_by_time", "test_start", "cutoff", test_start, cutoff)
+    if cutoff is None:
+        raise TypeError("split_by_time needs cutoff, the time the test part starts.")
     _require(interactions, ["user_id", "item_id", "timestamp"], "interactions")
-    cut = _seconds(test_start, "test_start")
+    cut = _seconds(cutoff, "cutoff")
     first, last = span if span is not None else _span(interactions)
     if not first < cut <= last:
-        raise ValueError(f"test_start={_date(cut)} is outside the data, which runs from "
+        raise ValueError(f"cutoff={_date(cut)} is outside the data, which runs from "
                          f"{_date(first)} to {_date(last)}.")
     val_start = cut
     if validation_days is not None:

@@ -30,6 +30,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from companion._checks import check_positive_int
+from companion._compat import renamed_argument
 from companion.data.preprocessing import IdEncoder, check_interactions
 from companion.exceptions import not_fitted
 
@@ -600,8 +601,8 @@ class TIFUKNN(Recommender):
               \\frac{1}{|g|} \\sum_{j \\in g} r_b^{\\,n-j}\\, b_j ,
 
     with ``r_b = within_decay`` and ``r_g = group_decay``. The prediction is
-    ``alpha * v_u + (1 - alpha) * mean of the k nearest users' v``, nearest by Euclidean
-    distance between the ``v`` vectors, the user excluded.
+    ``alpha * v_u + (1 - alpha) * (mean v of the nearest users)``, the ``neighbours``
+    nearest by Euclidean distance between the ``v`` vectors, the user excluded.
 
     This follows the authors' code (``HaojiHu/TIFUKNN``, ``TIFUKNN.py``, and the copy in
     ``liming-7/A-Next-Basket-Recommendation-Reality-Check``, ``methods/tifuknn``) formula
@@ -619,18 +620,19 @@ class TIFUKNN(Recommender):
       weights (scikit-learn's brute-force Euclidean kNN in the original).
 
     Departures: the authors search neighbours of test users among *other* (training) users;
-    here every user is both, so a user is never its own neighbour. ``k`` is capped at the
+    here every user is both, so a user is never its own neighbour. ``neighbours`` is capped at the
     number of other users. Neighbours are found exactly, by matrix products in chunks, when
     users are scored (fitting only builds the vectors). On random baskets the vectors equal
     the authors' ``temporal_decay_sum_history`` to 1e-16 and the predictions their
     ``merge_history`` with scikit-learn's kNN to 1e-8, except where distances tie at the
-    ``k``-th neighbour (either tied user may then be kept). The formulas are those of the
+    last neighbour kept (either tied user may then be kept). The formulas are those of the
     code; the paper's text was not at hand to check them against.
 
     Parameters
     ----------
-    k
-        Number of neighbours.
+    neighbours
+        Number of neighbours (``k`` before 0.2.0; the old name still works for one release,
+        with a warning).
     group_size
         Number of groups ``m`` (see above).
     within_decay, group_decay
@@ -639,16 +641,19 @@ class TIFUKNN(Recommender):
         Weight of the user's own vector, in [0, 1] (1: personal item frequency only).
     """
 
-    def __init__(self, k: int = 300, group_size: int = 7, within_decay: float = 0.9,
-                 group_decay: float = 0.7, alpha: float = 0.7) -> None:
-        self.k = k
+    #: old argument name -> new name (the old one works in 0.2.x, with a warning)
+    RENAMED = {"k": "neighbours"}
+
+    def __init__(self, neighbours: int = 300, group_size: int = 7, within_decay: float = 0.9,
+                 group_decay: float = 0.7, alpha: float = 0.7, *, k: int | None = None) -> None:
+        self.neighbours = renamed_argument("TIFUKNN", "k", "neighbours", k, neighbours, 300)
         self.group_size = group_size
         self.within_decay = within_decay
         self.group_decay = group_decay
         self.alpha = alpha
 
     def _fit(self, frame, counts):
-        check_positive_int(self.k, name="k")
+        check_positive_int(self.neighbours, name="neighbours")
         m = check_positive_int(self.group_size, name="group_size")
         r_b = _check_rate(self.within_decay, "within_decay")
         r_g = _check_rate(self.group_decay, "group_decay")
@@ -664,7 +669,7 @@ class TIFUKNN(Recommender):
         self.vectors_t_ = vectors.T.tocsr()
         self.sq_norms_ = np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel()
         # neighbours, found when a user is first scored (-1: not yet)
-        self.near_ = np.full((counts.shape[0], min(self.k, counts.shape[0] - 1)), -1)
+        self.near_ = np.full((counts.shape[0], min(self.neighbours, counts.shape[0] - 1)), -1)
 
     @staticmethod
     def _decay(pos: np.ndarray, n: np.ndarray, m: int, r_b: float, r_g: float
@@ -681,9 +686,9 @@ class TIFUKNN(Recommender):
         return (np.power(r_b, n - 1 - pos) * np.power(r_g, m - 1 - group)
                 / members / n_groups)
 
-    def neighbours(self, users: np.ndarray) -> np.ndarray:
-        """Codes of the ``k`` nearest other users of each user code, shape ``(len, k')``
-        with ``k' = min(k, n_users - 1)``, in no particular order."""
+    def nearest_users(self, users: np.ndarray) -> np.ndarray:
+        """Codes of the ``neighbours`` nearest other users of each user code, shape
+        ``(len, k)`` with ``k = min(neighbours, n_users - 1)``, in no particular order."""
         users = np.asarray(users)
         k = self.near_.shape[1]
         if k == 0:
@@ -699,7 +704,7 @@ class TIFUKNN(Recommender):
 
     def _score(self, users):
         own = self.vectors_[users].toarray()
-        near = self.neighbours(users)
+        near = self.nearest_users(users)
         if near.shape[1] == 0:
             return (self.alpha * own).astype(np.float32)
         weights = sp.csr_matrix(
@@ -721,7 +726,7 @@ class TIFUKNN(Recommender):
         own = np.zeros(self.vectors_.shape[1])
         np.add.at(own, np.concatenate(baskets), value)
         n_users = self.vectors_.shape[0]
-        k = min(self.k, n_users - 1 if user >= 0 else n_users)
+        k = min(self.neighbours, n_users - 1 if user >= 0 else n_users)
         if k == 0:
             return (self.alpha * own).astype(np.float32)
         dist = self.sq_norms_ + own @ own - 2 * (self.vectors_ @ own)

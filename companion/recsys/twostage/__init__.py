@@ -10,7 +10,7 @@ listwise softmax loss (:class:`KerasListwiseRanker`).
 
 :class:`TwoStageRecommender` follows the recommender protocol of
 :mod:`companion.recsys.baselines`. ``fit(interactions)`` learns the ranker from the last
-``label_days`` of ``interactions``: generators and features use only the data before that
+``horizon_days`` of ``interactions``: generators and features use only the data before that
 label window, the labels are what each customer bought in it. It then refits the
 generators on all of ``interactions`` for recommending. One ranker is trained per task:
 ``recommend(..., exclude_seen=False)`` ranks every item (re-purchases included, the

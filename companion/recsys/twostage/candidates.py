@@ -37,7 +37,7 @@ def default_generators() -> dict[str, rec.Recommender]:
     data, for one task or the other."""
     return {
         "repeat-buy": rec.RepeatBuy(half_life_days=180),
-        "TIFU-KNN": rec.TIFUKNN(k=100, alpha=0.2, group_size=3),
+        "TIFU-KNN": rec.TIFUKNN(neighbours=100, alpha=0.2, group_size=3),
         "UP-CF@r": rec.UPCF(recency=5, asymmetry=0.75, locality=10),
         "item-kNN": rec.ItemKNN(neighbours=200, shrinkage=20.0),
         "recent popularity": rec.Popularity(window_days=14),

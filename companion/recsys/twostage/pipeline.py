@@ -2,7 +2,7 @@
 recommender protocol.
 
 :func:`~companion.recsys.twostage.training_examples` labels the candidates of a cutoff with
-what each customer bought in the next ``label_days``;
+what each customer bought in the next ``horizon_days``;
 :class:`~companion.recsys.twostage.TwoStageRecommender` fits generators and rankers and
 recommends like every :class:`companion.recsys.baselines.Recommender`.
 """
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from companion._checks import check_in, check_positive_int, check_timestamp
+from companion._compat import renamed_argument
 from companion.data.preprocessing import check_interactions
 from companion.recsys import baselines as rec
 from companion.recsys.ranking import metrics_from_hits
@@ -105,37 +106,46 @@ def _query_ids(part: pd.DataFrame) -> np.ndarray:
     return pd.factorize(pd.MultiIndex.from_arrays([part["query"], part["user_id"]]))[0]
 
 
-def training_examples(interactions: pd.DataFrame, cutoff: object, label_days: int,
+def training_examples(interactions: pd.DataFrame, cutoff: object,
+                      horizon_days: int | None = None,
                       generators: Mapping[str, rec.Recommender] | None = None,
                       n: int | Mapping = 50, *, tasks: Sequence[str] = TASKS,
-                      feature_options: Mapping | None = None, required: bool = True
-                      ) -> dict[str, Examples]:
+                      feature_options: Mapping | None = None, required: bool = True,
+                      label_days: int | None = None) -> dict[str, Examples]:
     """Labelled candidates at ``cutoff`` for each task, reading nothing after
-    ``cutoff + label_days``.
+    ``cutoff + horizon_days``.
 
     The generators are fitted on the interactions before ``cutoff`` and the features read
     only those; the customers are those with a history before the cutoff and a purchase
     (a purchase of an item new to them, for ``"new"``) in ``[cutoff, cutoff +
-    label_days)``, and a candidate's label is whether it is one of those purchases. ``n``
+    horizon_days)``, and a candidate's label is whether it is one of those purchases. ``n``
     is one number, a mapping generator -> number, or a mapping task -> either. With
     ``required=False`` a task without customers is left out instead of raising.
+    ``label_days`` is the old name of ``horizon_days`` (it works for one release, with a
+    warning).
     """
     from companion.recsys.ranking import RankingTask
 
+    horizon_days = renamed_argument("training_examples", "label_days", "horizon_days",
+                                    label_days, horizon_days)
+    if horizon_days is None:
+        raise TypeError("training_examples needs horizon_days, the length of the label "
+                        "window in days.")
+
     frame = check_interactions(interactions)
     cutoff = check_timestamp(cutoff, name="cutoff")
-    check_positive_int(label_days, name="label_days")
+    check_positive_int(horizon_days, name="horizon_days")
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     for task in tasks:
         check_in(task, TASKS, name="task")
-    end = cutoff + pd.Timedelta(days=label_days)
+    end = cutoff + pd.Timedelta(days=horizon_days)
     history = frame[frame["timestamp"] < cutoff]
     window = frame[(frame["timestamp"] >= cutoff) & (frame["timestamp"] < end)]
     if history.empty or window.empty:
         if not required:
             return {}
         raise ValueError(f"training examples at {cutoff.date()} need interactions before it "
-                         f"and in the {label_days} days after it.")
+                         f"and in the {horizon_days} days after it.")
     try:
         truth = RankingTask.from_split(history, window).truth
     except ValueError as err:
@@ -167,11 +177,11 @@ class TwoStageRecommender(rec.Recommender):
     """Candidates from several recommenders, re-ranked by a learned ranker.
 
     ``fit(interactions)`` builds training examples (:func:`training_examples`) at the label
-    cutoff ``label_days`` before the end of the data (the end is midnight after the last
+    cutoff ``horizon_days`` before the end of the data (the end is midnight after the last
     interaction, or the ``cutoff`` given to :meth:`fit`), and at ``label_cutoffs - 1``
-    earlier cutoffs, each ``label_days`` before the next: the generators are fitted on the
+    earlier cutoffs, each ``horizon_days`` before the next: the generators are fitted on the
     data before a label cutoff, the features read only that data, and a candidate's label
-    is whether the customer bought it in the ``label_days`` after it (customers with a
+    is whether the customer bought it in the ``horizon_days`` after it (customers with a
     history before the label cutoff and a purchase after it are the training queries; a
     customer is one query per cutoff). Earlier cutoffs without enough data are skipped. A
     share
@@ -194,8 +204,10 @@ class TwoStageRecommender(rec.Recommender):
         ``"lightgbm"`` (:class:`LightGBMRanker`), ``"keras"``
         (:class:`KerasListwiseRanker`) or an unfitted ranker object with their ``fit``
         and ``predict`` methods; or a mapping task -> one of those.
-    label_days
-        Length of the label window (use the horizon you recommend for).
+    horizon_days
+        Length of the label window in days (use the horizon you recommend for; the same
+        name as the churn horizon). ``label_days`` before 0.2.0: the old name still works
+        for one release, with a warning.
     label_cutoffs
         Number of label windows stacked into the training data (more data, more time).
     tasks
@@ -213,16 +225,20 @@ class TwoStageRecommender(rec.Recommender):
     candidates get their list filled with the most popular other items.
     """
 
+    #: old argument name -> new name (the old one works in 0.2.x, with a warning)
+    RENAMED = {"label_days": "horizon_days"}
+
     def __init__(self, generators: Mapping[str, rec.Recommender] | None = None,
                  n: int | Mapping[str, int | Mapping[str, int]] = 50,
-                 ranker: object = "lightgbm", label_days: int = 30, label_cutoffs: int = 1,
+                 ranker: object = "lightgbm", horizon_days: int = 30, label_cutoffs: int = 1,
                  tasks: Sequence[str] = TASKS, drop_groups: Sequence[str] = (),
                  validation_share: float = 0.2, feature_options: Mapping | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, *, label_days: int | None = None) -> None:
         self.generators = generators
         self.n = n
         self.ranker = ranker
-        self.label_days = label_days
+        self.horizon_days = renamed_argument("TwoStageRecommender", "label_days",
+                                             "horizon_days", label_days, horizon_days, 30)
         self.label_cutoffs = label_cutoffs
         self.tasks = tasks
         self.drop_groups = drop_groups
@@ -232,7 +248,7 @@ class TwoStageRecommender(rec.Recommender):
 
     # -- configuration -----------------------------------------------------------------
     def _check_params(self) -> None:
-        check_positive_int(self.label_days, name="label_days")
+        check_positive_int(self.horizon_days, name="horizon_days")
         check_positive_int(self.label_cutoffs, name="label_cutoffs")
         tasks = [self.tasks] if isinstance(self.tasks, str) else list(self.tasks)
         if not tasks:
@@ -304,12 +320,12 @@ class TwoStageRecommender(rec.Recommender):
     def _fit(self, frame, counts):
         plain = frame.drop(columns=["u", "i"])
         self.examples_ = {task: [] for task in self.tasks_}
-        self.label_cutoffs_ = [self.cutoff_ - pd.Timedelta(days=self.label_days * j)
+        self.label_cutoffs_ = [self.cutoff_ - pd.Timedelta(days=self.horizon_days * j)
                                for j in range(1, self.label_cutoffs + 1)]
         for number, cutoff in enumerate(self.label_cutoffs_):
-            data = plain[plain["timestamp"] < cutoff + pd.Timedelta(days=self.label_days)]
+            data = plain[plain["timestamp"] < cutoff + pd.Timedelta(days=self.horizon_days)]
             for task, examples in training_examples(
-                    data, cutoff, self.label_days, self.generators, self.n_,
+                    data, cutoff, self.horizon_days, self.generators, self.n_,
                     tasks=self.tasks_, feature_options=self.feature_options,
                     required=(number == 0)).items():
                 self.examples_[task].append(examples)

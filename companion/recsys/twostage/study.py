@@ -77,7 +77,7 @@ def rolling_two_stage(interactions: pd.DataFrame, windows: Sequence[tuple[object
     :data:`companion.recsys.experiments.ROLLING_WINDOWS`), with test window ``[c, c + L)``:
 
     1. fit a :class:`TwoStageRecommender` on everything before ``c`` with
-       ``label_days = L`` (so its ranker learns from the labels of ``[c - L, c)``, the
+       ``horizon_days = L`` (so its ranker learns from the labels of ``[c - L, c)``, the
        window's validation period, with features and generators from before ``c - L``)
        and, for each task, ``n`` the largest of ``n_grid`` (one list, or a mapping task
        -> list; default :data:`N_GRID`);
@@ -112,12 +112,12 @@ def rolling_two_stage(interactions: pd.DataFrame, windows: Sequence[tuple[object
     depth = max(len(grid) for grid in grids.values())
     for origin in origins:
         w, test = origin.name, origin.test
-        label_days = int(np.ceil((origin.test_end - origin.test_start)
+        horizon_days = int(np.ceil((origin.test_end - origin.test_start)
                                  / pd.Timedelta(days=1)))
         times: dict[str, float] = {}
         cpu, wall = time.process_time(), time.perf_counter()
         model = TwoStageRecommender(generators, n={t: g[-1] for t, g in grids.items()},
-                                    label_days=label_days, seed=seed).fit(
+                                    horizon_days=horizon_days, seed=seed).fit(
             test.train, cutoff=origin.test_start)
         # variant k uses the k-th smallest n of each task's grid (its largest when shorter)
         variants = {}  # (task, n) -> the model whose ranker for that task used n
