@@ -121,7 +121,8 @@ def table_html(frame: pd.DataFrame | pd.Series, *, digits: int = 4) -> str:
     """HTML of ``frame`` as the book shows tables (a Series becomes one column).
 
     Nothing is cut off: every row and column is shown. A float index (a grid of
-    weights, say) is formatted like a column.
+    weights, say) is formatted like a column; a default index (0, 1, 2, ... without a
+    name) says nothing and is left out.
     """
     if isinstance(frame, pd.Series):
         frame = frame.to_frame(name=frame.name if frame.name is not None else "value")
@@ -139,8 +140,10 @@ def table_html(frame: pd.DataFrame | pd.Series, *, digits: int = 4) -> str:
              for v in frame.iloc[:, k]] for k, fmt in enumerate(formatters)},
         index=frame.index)
     shown.columns = frame.columns
+    plain = (isinstance(frame.index, pd.RangeIndex) and frame.index.name is None
+             and frame.index.start == 0 and frame.index.step == 1)
     return shown.to_html(max_rows=None, max_cols=None, show_dimensions=False,
-                         border=0, notebook=True)
+                         border=0, notebook=True, index=not plain)
 
 
 def _is_missing(value: object) -> bool:

@@ -17,8 +17,10 @@ def cells(html: str) -> list[str]:
 
 def column(html: str, frame: pd.DataFrame, label: str) -> list[str]:
     values = cells(html)
-    width = frame.shape[1] + 1
-    k = list(frame.columns).index(label) + 1
+    plain = isinstance(frame.index, pd.RangeIndex) and frame.index.name is None \
+        and frame.index.start == 0  # a default index is not shown
+    width = frame.shape[1] + (not plain)
+    k = list(frame.columns).index(label) + (not plain)
     return [values[width * (r + 1) + k] for r in range(len(frame))]
 
 
@@ -55,7 +57,7 @@ def test_missing_values_are_a_dash_and_nothing_is_cut_off():
         html = book.table_html(frame)
     assert "NaN" not in html and "None" not in html and "..." not in html
     assert column(html, frame, "x")[3] == book.MISSING
-    assert len(cells(html)) == (len(frame) + 1) * (frame.shape[1] + 1)
+    assert len(cells(html)) == (len(frame) + 1) * frame.shape[1]  # no index column
 
 
 def test_a_series_is_one_column_and_a_float_index_reads_plainly():
@@ -110,3 +112,12 @@ def test_dates_are_shown_without_midnight():
     html = book.table_html(frame)
     assert column(html, frame, "day") == ["2011-10-01", "2011-12-09"]
     assert column(html, frame, "at")[0] == "2011-10-01 10:30:00"
+
+
+def test_a_default_index_is_left_out_and_a_meaningful_one_kept():
+    frame = pd.DataFrame({"a": [1, 2], "b": [0.5, 0.25]})
+    html = book.table_html(frame)
+    assert "<th>0</th>" not in html and "<th>a</th>" in html
+    named = book.table_html(frame.rename_axis("trial"))
+    assert "trial" in named and "<th>0</th>" in named
+    assert "<th>1</th>" in book.table_html(frame.set_axis([1, 2], axis=0))
