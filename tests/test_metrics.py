@@ -217,6 +217,9 @@ def test_format_ci_collapses_only_interval_columns():
     text = evaluation.format_ci(table, digits=2)
     assert list(text.columns) == ["AUC", "Brier", "users"]
     assert text.loc["model"].tolist() == ["0.81 [0.80, 0.83]", "0.10 [0.09, 0.11]", 40]
+    lone = table.assign(**{"gain": 0.5, "gain low": 0.25})  # no "gain high": kept as is
+    assert list(evaluation.format_ci(lone).columns) == ["AUC", "Brier", "users", "gain",
+                                                        "gain low"]
 
 
 def test_roc_curve_by_hand():

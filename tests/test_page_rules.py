@@ -82,6 +82,7 @@ def test_a_clean_page_passes(tmp_path):
     ("NaN in a table", "<td>–</td>", "<td>NaN</td>"),
     ("NaN in a table", "<td>–</td>", "<td>&lt;NA&gt;</td>"),
     ("cut-off table", "<td>–</td>", "<td>...</td>"),
+    ("wide table", "<th>NDCG</th></tr>", "<th>NDCG</th>" + "<th>c</th>" * 6 + "</tr>"),
     ("integer shown as a float",
      "<td>1,234</td><td>0.1234</td></tr>\n<tr><th>b</th><td>3</td>",
      "<td>1234.0</td><td>0.1234</td></tr>\n<tr><th>b</th><td>3.0</td>"),

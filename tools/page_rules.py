@@ -8,6 +8,7 @@ page's article is read, not the theme's navigation. A page fails on:
   ``{cite}``, ``{glue:``, ``**bold**`` (maths, code and signatures are left out);
 * **NaN in a table** (``NaN``, ``<NA>``, ``NaT``, ``None``) or a **cut-off table** (a cell
   that is only ``...``), in the tables executed cells print;
+* a **wide table**: more than :data:`MAX_COLUMNS` columns, index columns included;
 * an **integer shown as a float**: a table column whose every value is a whole number
   written with a decimal point (``646582.0``, ``10.000000``);
 * **output shows** a traceback, a warning, standard error, a memory address
@@ -43,6 +44,9 @@ RAW_TEX = [(re.compile(r"\$\$"), "raw TeX"),
             "raw Markdown"),
            (re.compile(r"\*\*[A-Za-z][^*]*\*\*"), "raw Markdown")]
 MISSING_CELLS = {"NaN", "nan", "<NA>", "NaT", "None"}
+#: the most columns (index columns included) a table may have before it overflows the
+#: text column; a wider one is split, transposed or drawn as a figure
+MAX_COLUMNS = 8
 CUT_CELLS = {"...", "…"}
 # how pandas writes a whole number stored as a float: "3.0", "646582.0", "10.000000"
 # (companion.book.table_html shows whole-number columns as integers, and a float column
@@ -102,6 +106,13 @@ def raw_markup(body: Tag) -> list[tuple[str, str]]:
     return found
 
 
+def _column_labels(table: Tag) -> list[str]:
+    """The header row that names the most columns (pandas adds a row of index names)."""
+    rows = [[th.get_text(strip=True) for th in row.find_all("th")]
+            for row in table.select("thead tr")]
+    return max(rows, key=lambda row: sum(map(bool, row)), default=[])
+
+
 def table_defects(body: Tag) -> list[tuple[str, str]]:
     found = []
     for table in body.select("table.dataframe"):
@@ -109,9 +120,15 @@ def table_defects(body: Tag) -> list[tuple[str, str]]:
         for row in table.select("tbody tr"):
             for k, cell in enumerate(row.find_all("td")):
                 columns.setdefault(k, []).append(cell.get_text(strip=True))
-        heads = [th.get_text(strip=True) for th in table.select("thead tr th")]
+        heads = _column_labels(table)
+        width = max((len(row.find_all(["th", "td"])) for row in table.select("tr")),
+                    default=0)
+        if width > MAX_COLUMNS:
+            found.append(("wide table", f"{width} columns: "
+                          f"{', '.join(filter(None, heads))[:60]}"))
+        offset = max(len(heads) - len(columns), 0)  # header cells over the index columns
         for k, values in columns.items():
-            label = heads[k + 1] if k + 1 < len(heads) else f"column {k + 1}"
+            label = heads[k + offset] if k + offset < len(heads) else f"column {k + 1}"
             bad = sorted({v for v in values if v in MISSING_CELLS})
             if bad:
                 found.append(("NaN in a table", f"{label!r} shows {bad[0]}"))

@@ -137,12 +137,17 @@ def comparison_table(
 
 
 def format_ci(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """Collapse ``m``, ``m low``, ``m high`` columns into one "m [low, high]" text column."""
+    """Collapse ``m``, ``m low``, ``m high`` columns into one "m [low, high]" text column.
+
+    Columns without both partners (a lone ``x low``, say) are kept as they are.
+    """
     out = {}
+    paired = {c for c in table.columns
+              if f"{c} low" in table.columns and f"{c} high" in table.columns}
     for col in table.columns:
-        if col.endswith((" low", " high")):
+        if any(col in (f"{m} low", f"{m} high") for m in paired):
             continue
-        if f"{col} low" in table.columns:
+        if col in paired:
             out[col] = [
                 f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
                 for v, lo, hi in zip(table[col], table[f"{col} low"], table[f"{col} high"],
