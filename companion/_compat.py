@@ -113,15 +113,17 @@ def moved_names(module: str, targets: dict[str, str]):
 
 
 def renamed_argument(owner: str, old: str, new: str, old_value: object, new_value: object,
-                     default: object = None) -> object:
+                     default: object = None, *, required: bool = False) -> object:
     """The value of argument ``new`` of ``owner``, which was called ``old`` before 0.2.0.
 
     ``old_value`` is what the caller passed under the old name (``None`` when nothing was
     passed) and ``new_value`` what it passed under the new one (``default`` when nothing
     was). The old name still works for one release, with a :class:`DeprecationWarning`;
-    both at once is a TypeError.
+    both at once is a TypeError, and so is neither when ``required``.
     """
     if old_value is None:
+        if required and new_value is None:
+            raise TypeError(f"{owner} needs {new}.")
         return new_value
     if new_value is not default:
         raise TypeError(f"{owner} got {new}= and its old name {old}=; pass {new} only.")

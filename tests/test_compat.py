@@ -130,3 +130,5 @@ def test_renamed_arguments_warn_and_forward(tmp_path):
         rec.TIFUKNN(neighbours=5, k=7)
     with pytest.raises(TypeError, match="needs cutoff"):
         preprocessing.split_by_time(frame)
+    with pytest.raises(TypeError, match="needs horizon_days"):
+        twostage.training_examples(frame, "2011-02-01")

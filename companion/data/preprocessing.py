@@ -457,9 +457,8 @@ def split_by_time(
     ``test_start`` is the old name of ``cutoff`` (it works for one release, with a
     warning).
     """
-    cutoff = renamed_argument("split_by_time", "test_start", "cutoff", test_start, cutoff)
-    if cutoff is None:
-        raise TypeError("split_by_time needs cutoff, the time the test part starts.")
+    cutoff = renamed_argument("split_by_time", "test_start", "cutoff", test_start, cutoff,
+                              required=True)
     frame = check_interactions(interactions)
     cutoff = check_timestamp(cutoff, name="cutoff")
     first, last = frame["timestamp"].min(), frame["timestamp"].max()

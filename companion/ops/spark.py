@@ -341,9 +341,8 @@ def split_by_time(interactions: DataFrame, cutoff: object = None, *,
     release, with a warning).
     """
 
-    cutoff = renamed_argument("split_by_time", "test_start", "cutoff", test_start, cutoff)
-    if cutoff is None:
-        raise TypeError("split_by_time needs cutoff, the time the test part starts.")
+    cutoff = renamed_argument("split_by_time", "test_start", "cutoff", test_start, cutoff,
+                              required=True)
     _require(interactions, ["user_id", "item_id", "timestamp"], "interactions")
     cut = _seconds(cutoff, "cutoff")
     first, last = span if span is not None else _span(interactions)

@@ -127,10 +127,7 @@ def training_examples(interactions: pd.DataFrame, cutoff: object,
     from companion.recsys.ranking import RankingTask
 
     horizon_days = renamed_argument("training_examples", "label_days", "horizon_days",
-                                    label_days, horizon_days)
-    if horizon_days is None:
-        raise TypeError("training_examples needs horizon_days, the length of the label "
-                        "window in days.")
+                                    label_days, horizon_days, required=True)
 
     frame = check_interactions(interactions)
     cutoff = check_timestamp(cutoff, name="cutoff")
